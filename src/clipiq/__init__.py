@@ -1,0 +1,7 @@
+"""clipiq: CLIP for image quality assessment and restoration."""
+
+from clipiq.clip import load_clip, tokenize
+from clipiq.iqa import create_metric, list_metrics
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "create_metric", "list_metrics", "load_clip", "tokenize"]

@@ -1,0 +1,168 @@
+"""``clipiq score``: batch scoring that never dies on one bad file and never loses finished rows."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from clipiq.cli.common import add_model_args, format_table, metric_options
+from clipiq.cli.results import ResultWriter, completed_paths, read_results
+from clipiq.data.io import DEFAULT_MAX_PIXELS, ImageLoadError, list_images, load_image
+from clipiq.iqa import create_metric
+from clipiq.iqa.base import QualityMetric
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``score`` subcommand."""
+    p = sub.add_parser("score", help="score images with a quality metric",
+                       description="Score image files or folders; bad files get an error row, the run goes on.")
+    p.add_argument("paths", nargs="+", help="image files and/or folders")
+    p.add_argument("--metric", default="clipiqa", help="metric name (see `clipiq metrics`)")
+    add_model_args(p)
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2)")
+    p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse images above this many pixels (default {DEFAULT_MAX_PIXELS})")
+    p.add_argument("-o", "--output", type=Path, help="write rows to .csv/.jsonl/.json as they finish; "
+                   "a rerun with the same file skips what is already scored")
+    p.add_argument("--attributes", default="", help="clipiqa: extra attribute outputs, comma list or 'all'")
+    p.add_argument("--checkpoint", help="trained checkpoint, for metrics that need one")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra metric option (repeatable)")
+    p.set_defaults(func=run)
+
+
+def _decode(path: Path, metric: QualityMetric, max_pixels: int) -> torch.Tensor:
+    return metric.prepare(load_image(path, max_pixels=max_pixels))
+
+
+def _decoded(todo: Sequence[Path], metric: QualityMetric, workers: int, batch_size: int, max_pixels: int,
+             pool: ThreadPoolExecutor) -> Iterator[tuple[Path, torch.Tensor | None, str | None]]:
+    """Decode in worker threads, a bounded window ahead of the model, yielding in input order."""
+    window: deque[tuple[Path, Future]] = deque()
+    ahead = max(2 * batch_size, 4 * workers)
+    for path in todo:
+        window.append((path, pool.submit(_decode, path, metric, max_pixels)))
+        if len(window) >= ahead:
+            yield _result(*window.popleft())
+    while window:
+        yield _result(*window.popleft())
+
+
+def iter_scored(metric: QualityMetric, paths: Sequence[Path], *, batch_size: int = 16, workers: int = 2,
+                max_pixels: int = DEFAULT_MAX_PIXELS, base: dict[str, Any] | None = None
+                ) -> Iterator[list[dict[str, Any]]]:
+    """Score files with decoding overlapped with the model; yields finished rows batch by batch.
+
+    A file that cannot be decoded or scored yields a row with an ``error`` and no score.
+    """
+    base = base or {}
+    pending: list[tuple[Path, torch.Tensor]] = []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        for path, tensor, err in _decoded(paths, metric, workers, batch_size, max_pixels, pool):
+            if err is not None:
+                yield [{**base, "path": str(path), "error": err}]
+                continue
+            pending.append((path, tensor))
+            if len(pending) >= batch_size:
+                yield _score_batch(metric, pending, base)
+                pending = []
+        if pending:
+            yield _score_batch(metric, pending, base)
+
+
+def _result(path: Path, fut: Future) -> tuple[Path, torch.Tensor | None, str | None]:
+    try:
+        return path, fut.result(), None
+    except ImageLoadError as e:
+        return path, None, e.reason
+    except Exception as e:  # a decoder bug on one file must not end the run
+        return path, None, f"{type(e).__name__}: {e}"
+
+
+def _score_batch(metric: QualityMetric, items: list[tuple[Path, torch.Tensor]], base: dict[str, Any]
+                 ) -> list[dict[str, Any]]:
+    try:
+        outs = metric.score_many([t for _, t in items])
+    except Exception as e:
+        if len(items) == 1:
+            return [{**base, "path": str(items[0][0]), "error": f"{type(e).__name__}: {e}"}]
+        # Find the offending image rather than failing the whole batch.
+        return [r for it in items for r in _score_batch(metric, [it], base)]
+    rows = []
+    for i, (path, _) in enumerate(items):
+        row = {**base, "path": str(path), "error": ""}
+        row.update({k: round(float(v[i]), 6) for k, v in outs.items()})
+        rows.append(row)
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score everything; exit 0 when all were scored, 1 when some failed."""
+    options = metric_options(args)
+    if args.batch_size < 1 or args.workers < 1:
+        raise ValueError("--batch-size and --workers must be at least 1")
+    paths = list(list_images(args.paths, recursive=args.recursive))
+    if not paths:
+        print("no images found in: " + " ".join(map(str, args.paths)), file=sys.stderr)
+        return 1
+    metric = create_metric(args.metric, model=args.model, weights=args.weights, device=args.device,
+                           precision=args.precision, batch_size=args.batch_size, **options)
+    model_name = getattr(getattr(metric, "clip", None), "weights_name", None) or args.model or ""
+    random_weights = bool(getattr(getattr(metric, "clip", None), "cfg", None) and metric.clip.cfg.random)
+    base = {"metric": metric.name, "model": args.model or ""}
+    columns = ["path", *metric.output_names, "error", "metric", "model"]
+
+    previous = read_results(args.output) if args.output else []
+    others = {(r.get("metric"), r.get("model")) for r in previous} - {(base["metric"], base["model"])}
+    if others:
+        raise ValueError(f"{args.output} already holds scores from {sorted(others)}; "
+                         f"use another output file for metric {base['metric']} with model {base['model']}")
+    done = completed_paths(previous)
+    todo = [p for p in paths if str(p) not in done]
+    if done:
+        print(f"resuming: {len(paths) - len(todo)} of {len(paths)} images already scored in {args.output}",
+              file=sys.stderr)
+    writer = ResultWriter(args.output, columns, previous) if args.output else None
+    rows: list[dict[str, Any]] = [r for r in previous if str(r.get("path")) in done]
+    failed = 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(todo), desc=f"scoring ({metric.name})", unit="img", disable=None, file=sys.stderr)
+    try:
+        for new in iter_scored(metric, todo, batch_size=args.batch_size, workers=args.workers,
+                               max_pixels=args.max_pixels, base=base):
+            failed += sum(1 for r in new if r.get("error"))
+            rows.extend(new)
+            if writer:
+                writer.write(new)
+            bar.update(len(new))
+    finally:
+        bar.close()
+        if writer:
+            writer.close()
+    dt = time.perf_counter() - t0
+    if not args.output:
+        order = {str(p): i for i, p in enumerate(paths)}
+        rows.sort(key=lambda r: order.get(str(r.get("path")), len(order)))
+        print(format_table(rows, columns[: len(metric.output_names) + 2]))
+    if random_weights:
+        print(f"NOTE: these scores come from {model_name}: RANDOM weights, so they mean nothing "
+              "(for tests and smoke runs only).")
+    scored = sum(1 for r in rows if not r.get("error"))
+    speed = f", {len(todo) / dt:.1f} img/s" if todo and dt > 0 else ""
+    print(f"scored {scored}/{len(paths)} images, {failed} failed{speed}"
+          + (f"; results in {args.output}" if args.output else ""), file=sys.stderr)
+    return 1 if failed else 0

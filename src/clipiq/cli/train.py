@@ -1,0 +1,39 @@
+"""``clipiq train TASK --config FILE [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+from pathlib import Path
+
+from clipiq.clip.load import resolve_device
+from clipiq.train import TASKS, load_config
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` subcommand."""
+    p = sub.add_parser("train", help="train a model from a YAML config (auto-resumes)",
+                       description="Train from a config plus seed; key=value arguments override config keys "
+                       "(nested with dots, e.g. train.steps=100). A run directory with last.pt is resumed.")
+    p.add_argument("task", choices=sorted(TASKS), help="what to train")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--config", type=Path, help="YAML experiment config")
+    p.add_argument("--run-dir", type=Path, help="output folder (default runs/<task>/<config name>)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Resolve the config, then hand over to the task's run()."""
+    mod = importlib.import_module(TASKS[args.task])
+    cfg = load_config(args.config, args.overrides, defaults=mod.DEFAULTS)
+    run_dir = args.run_dir or Path("runs") / args.task / (args.config.stem if args.config else "default")
+    device = resolve_device(args.device)
+    summary = mod.run(cfg, run_dir, device, resume=not args.no_resume)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0

@@ -1,0 +1,21 @@
+"""The CLIP backbone: architectures, tokenizer, weights registry, loaders and preprocessing."""
+
+from clipiq.clip.config import ARCHITECTURES, CLIPConfig, PreprocessConfig, TextConfig, VisionConfig
+from clipiq.clip.load import load_clip
+from clipiq.clip.model import CLIP, TowerOutput, build_model
+from clipiq.clip.preprocess import Preprocess
+from clipiq.clip.tokenizer import tokenize
+
+__all__ = [
+    "ARCHITECTURES",
+    "CLIP",
+    "CLIPConfig",
+    "Preprocess",
+    "PreprocessConfig",
+    "TextConfig",
+    "TowerOutput",
+    "VisionConfig",
+    "build_model",
+    "load_clip",
+    "tokenize",
+]

@@ -1,0 +1,138 @@
+"""Architecture configs and preprocessing records for the CLIP backbone."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class VisionConfig:
+    """Image tower hyper-parameters (ViT)."""
+
+    image_size: int = 224
+    patch_size: int = 32
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Text tower hyper-parameters (causal transformer)."""
+
+    context_length: int = 77
+    vocab_size: int = 49408
+    width: int = 512
+    layers: int = 12
+    heads: int = 8
+    mlp_ratio: float = 4.0
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How pixels are turned into model input; travels with the weights so it cannot drift."""
+
+    image_size: int = 224
+    mean: tuple[float, float, float] = OPENAI_MEAN
+    std: tuple[float, float, float] = OPENAI_STD
+    interpolation: str = "bicubic"
+
+
+@dataclass(frozen=True)
+class CLIPConfig:
+    """A full CLIP architecture: both towers, the joint embedding size and the MLP activation."""
+
+    name: str
+    embed_dim: int
+    vision: VisionConfig
+    text: TextConfig
+    act: str = "quick_gelu"
+    ln_eps: float = 1e-5
+    random: bool = False  # True for architectures meant only for tests (random weights)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+    def replace(self, **changes: Any) -> CLIPConfig:
+        """Return a copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (JSON-serialisable), used in checkpoints."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """JSON form, stored in checkpoint metadata."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CLIPConfig:
+        """Inverse of to_dict."""
+        d = dict(d)
+        pre = d.pop("preprocess", None) or {}
+        pre = PreprocessConfig(
+            image_size=pre.get("image_size", 224),
+            mean=tuple(pre.get("mean", OPENAI_MEAN)),
+            std=tuple(pre.get("std", OPENAI_STD)),
+            interpolation=pre.get("interpolation", "bicubic"),
+        )
+        return cls(
+            vision=VisionConfig(**d.pop("vision")),
+            text=TextConfig(**d.pop("text")),
+            preprocess=pre,
+            **d,
+        )
+
+
+def _vit(name: str, embed: int, v: VisionConfig, t: TextConfig, **kw: Any) -> CLIPConfig:
+    return CLIPConfig(
+        name=name, embed_dim=embed, vision=v, text=t, preprocess=PreprocessConfig(v.image_size), **kw
+    )
+
+
+ARCHITECTURES: dict[str, CLIPConfig] = {
+    "ViT-B-32": _vit(
+        "ViT-B-32", 512, VisionConfig(224, 32, 768, 12, 12), TextConfig(77, 49408, 512, 12, 8)
+    ),
+    "ViT-B-16": _vit(
+        "ViT-B-16", 512, VisionConfig(224, 16, 768, 12, 12), TextConfig(77, 49408, 512, 12, 8)
+    ),
+    "ViT-L-14": _vit(
+        "ViT-L-14", 768, VisionConfig(224, 14, 1024, 24, 16), TextConfig(77, 49408, 768, 12, 12)
+    ),
+    # Random, seeded, under 1M parameters: for tests and smoke runs only, its outputs mean nothing.
+    "test-tiny": _vit(
+        "test-tiny",
+        32,
+        VisionConfig(224, 16, 32, 2, 2),
+        TextConfig(77, 49408, 16, 2, 2),
+        act="gelu",
+        random=True,
+    ),
+}
+
+
+def get_architecture(name: str) -> CLIPConfig:
+    """Look up an architecture by name; a '-quickgelu' suffix selects the QuickGELU activation."""
+    base, act = name, None
+    if name.endswith("-quickgelu"):
+        base, act = name[: -len("-quickgelu")], "quick_gelu"
+    if base not in ARCHITECTURES:
+        close = difflib.get_close_matches(base, list(ARCHITECTURES), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown CLIP architecture {name!r}; known: {', '.join(ARCHITECTURES)}.{hint}")
+    cfg = ARCHITECTURES[base]
+    return cfg.replace(act=act) if act else cfg
+
+
+def register_architecture(cfg: CLIPConfig, overwrite: bool = False) -> None:
+    """Add an architecture to the registry (used by models trained with clipiq)."""
+    if cfg.name in ARCHITECTURES and not overwrite:
+        raise ValueError(f"architecture {cfg.name!r} is already registered")
+    ARCHITECTURES[cfg.name] = cfg

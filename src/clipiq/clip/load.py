@@ -1,0 +1,141 @@
+"""``load_clip``: one entry point from a name and/or a weights file to a ready model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from clipiq.clip import weights as wreg
+from clipiq.clip.config import ARCHITECTURES, CLIPConfig, PreprocessConfig, get_architecture
+from clipiq.clip.convert import CheckpointFormatError, infer_config, read_checkpoint, to_internal
+from clipiq.clip.model import CLIP, build_model
+from clipiq.clip.preprocess import Preprocess
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TEST_TINY_SEED = 0
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None -> CUDA when available, else CPU; validates explicit requests."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(device)!r} was requested but CUDA is not available on this machine")
+    return dev
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """Map 'fp32' | 'bf16' | 'fp16' to a dtype, refusing combinations that do not work."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("precision 'fp16' needs CUDA; on CPU use 'bf16' (or 'fp32')")
+    return PRECISIONS[precision]
+
+
+def _load_state(model: CLIP, sd: dict[str, torch.Tensor], source: str) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    if missing or unexpected:
+        raise CheckpointFormatError(
+            f"{source}: does not fit architecture {model.cfg.name} "
+            f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
+        )
+    bad = [k for k in own if own[k].shape != sd[k].shape]
+    if bad:
+        k = bad[0]
+        raise CheckpointFormatError(
+            f"{source}: tensor {k} has shape {tuple(sd[k].shape)}, architecture {model.cfg.name} "
+            f"expects {tuple(own[k].shape)}"
+        )
+    model.load_state_dict(sd, strict=True)
+
+
+def model_from_file(path: str | Path, arch: str | CLIPConfig | None = None, act: str | None = None) -> CLIP:
+    """Build a fp32 CPU model from any supported checkpoint file or folder."""
+    sd, meta = read_checkpoint(path)
+    sd, layout = to_internal(sd)
+    if isinstance(arch, CLIPConfig):
+        cfg = arch
+    elif arch is not None:
+        cfg = get_architecture(arch)
+        if act is not None:
+            cfg = cfg.replace(act=act)
+    else:
+        if act is None and (layout == "openai" and meta.get("torchscript")):
+            act = "quick_gelu"
+        cfg = infer_config(sd, meta, act=act)
+    log.info("loading %s (%s layout) as %s", path, layout, cfg.name)
+    model = CLIP(cfg)
+    _load_state(model, sd, str(path))
+    return model
+
+
+def load_clip(
+    name: str | None = "ViT-B-32/openai",
+    *,
+    weights: str | Path | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+) -> tuple[CLIP, Preprocess]:
+    """Load a CLIP model by weights name (e.g. 'ViT-B-32/openai'), architecture plus file, or file alone.
+
+    Returns the model in eval mode and the preprocessing that belongs to its weights.
+    ``test-tiny`` is a random, seeded model for tests and smoke runs only.
+    """
+    dev = resolve_device(device)
+    dtype = resolve_precision(precision, dev)
+    record = None
+    if name and name not in ARCHITECTURES and not name.endswith("-quickgelu"):
+        record = wreg.get_weights(name)  # raises a helpful error for unknown names
+    if record is not None:
+        cfg = get_architecture(record.arch).replace(
+            act=record.act,
+            preprocess=PreprocessConfig(record.image_size, tuple(record.mean), tuple(record.std),
+                                        record.interpolation),
+        )
+        if weights is not None:
+            path = Path(weights)
+            sha = _verify_local_copy(record, path)
+        else:
+            path = wreg.resolve_weights(record)
+            sha = record.sha256
+        model = model_from_file(path, arch=cfg)
+        model.weights_name, model.weights_sha256 = record.name, sha
+    elif weights is not None:
+        model = model_from_file(weights, arch=name or None)
+        model.weights_name, model.weights_sha256 = str(weights), _sha_or_none(Path(weights))
+    else:
+        cfg = get_architecture(name or "test-tiny")
+        if not cfg.random:
+            named = wreg.list_weights(arch=cfg.name)
+            raise ValueError(
+                f"architecture {name!r} needs weights: pass weights=FILE (--weights FILE), or a named weights "
+                f"entry such as {', '.join(named) or 'ViT-B-32/openai'}"
+            )
+        model = build_model(cfg, seed=TEST_TINY_SEED)
+        model.weights_name, model.weights_sha256 = f"{cfg.name} (random, seed {TEST_TINY_SEED})", None
+        log.warning("%s has random weights: its scores mean nothing (tests and smoke runs only)", cfg.name)
+    model = model.to(device=dev, dtype=dtype).eval()
+    return model, Preprocess(model.cfg.preprocess, model.cfg.vision.patch_size)
+
+
+def _verify_local_copy(record: wreg.PretrainedWeights, path: Path) -> str | None:
+    """A user-supplied copy of named weights is checked when it is the registry's own file."""
+    if path.is_file() and record.sha256 and path.name == record.filename:
+        wreg.verify_file(path, record.sha256)
+        return record.sha256
+    log.warning("%s: local copy of %s in another file form; its sha256 is not checked against the registry",
+                path, record.name)
+    return _sha_or_none(path)
+
+
+def _sha_or_none(path: Path) -> str | None:
+    return wreg.sha256_file(path) if path.is_file() else None

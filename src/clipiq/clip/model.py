@@ -1,0 +1,319 @@
+"""A compact CLIP (ViT image tower + causal text tower) built for being reached into.
+
+The hooks later methods use, instead of copying the backbone:
+
+* ``VisionTower.embed_patches(x)``: patch tokens with (interpolated) position embeddings, for any size.
+* ``VisionTower.forward_tokens(streams, deep_prompts=..., attn_mask=...)``: several token streams
+  (e.g. a global view and a local crop) merged behind one class token, with prompt tokens inserted
+  after the class token at layer 0 and replaced at later layers (VPT-deep / MaPLe style).
+* ``TextTower.embed(tokens)`` and ``TextTower.forward_embeds(x, eot_index, deep_prompts=...)``:
+  learnable context vectors in the embedding sequence (CoOp) and per-layer text prompts.
+
+Sequence layout inside both towers: ``[first token (CLS or SOT), prompts..., the rest]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from clipiq.clip.config import CLIPConfig, TextConfig, VisionConfig
+
+PromptList = Sequence[Tensor | None]
+
+
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x), the activation of OpenAI's CLIP."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def _activation(name: str) -> nn.Module:
+    if name == "quick_gelu":
+        return QuickGELU()
+    if name == "gelu":
+        return nn.GELU()
+    raise ValueError(f"unknown activation {name!r}; expected 'quick_gelu' or 'gelu'")
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention on scaled_dot_product_attention, fused qkv projection."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        n, length, width = x.shape
+        qkv = self.qkv(x).view(n, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+        return self.out(o.transpose(1, 2).reshape(n, length, width))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, act: str, eps: float):
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.ln_1 = nn.LayerNorm(width, eps=eps)
+        self.attn = Attention(width, heads)
+        self.ln_2 = nn.LayerNorm(width, eps=eps)
+        self.mlp = nn.Sequential()
+        self.mlp.add_module("fc1", nn.Linear(width, hidden))
+        self.mlp.add_module("act", _activation(act))
+        self.mlp.add_module("fc2", nn.Linear(hidden, width))
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        x = x + self.attn(self.ln_1(x), attn_mask=attn_mask, is_causal=is_causal)
+        return x + self.mlp(self.ln_2(x))
+
+
+@dataclass
+class TowerOutput:
+    """Pooled embedding plus, on request, the per-token outputs and the prompt count."""
+
+    pooled: Tensor
+    tokens: Tensor | None = None
+    hidden: list[Tensor] | None = None
+    n_prompts: int = 0
+
+
+class Transformer(nn.Module):
+    """A stack of blocks with the deep-prompt hook."""
+
+    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float, act: str, eps: float):
+        super().__init__()
+        self.width = width
+        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, act, eps) for _ in range(layers))
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        deep_prompts: PromptList | None = None,
+        n_prompts: int = 0,
+        return_hidden: bool = False,
+    ) -> tuple[Tensor, int, list[Tensor] | None]:
+        """Run the blocks; at layer i, ``deep_prompts[i]`` (P,W) or (N,P,W) takes the prompt slot.
+
+        The prompt slot is positions ``1 .. 1+n_prompts``. When it is empty the prompts are inserted
+        after the first token; otherwise the previous layer's prompt outputs are replaced. A None
+        entry (or a list shorter than the depth) lets the current prompt outputs pass through.
+        Returns the sequence, the final prompt count and, on request, every block's output.
+        """
+        if deep_prompts is not None and len(deep_prompts) > len(self.blocks):
+            raise ValueError(f"deep_prompts has {len(deep_prompts)} entries but the tower has "
+                             f"{len(self.blocks)} layers")
+        hidden: list[Tensor] | None = [] if return_hidden else None
+        for i, blk in enumerate(self.blocks):
+            if deep_prompts is not None and i < len(deep_prompts) and deep_prompts[i] is not None:
+                x = _put_prompts(x, deep_prompts[i], n_prompts)
+                n_prompts = deep_prompts[i].shape[-2]
+            if attn_mask is not None and attn_mask.shape[-1] != x.shape[1]:
+                raise ValueError(
+                    f"attn_mask covers {attn_mask.shape[-1]} tokens but layer {i} sees {x.shape[1]} "
+                    "(the mask must cover [first token, prompts, tokens...])"
+                )
+            x = blk(x, attn_mask=attn_mask, is_causal=is_causal)
+            if hidden is not None:
+                hidden.append(x)
+        return x, n_prompts, hidden
+
+
+def _put_prompts(x: Tensor, prompts: Tensor, n_present: int) -> Tensor:
+    n = x.shape[0]
+    if prompts.ndim == 2:
+        prompts = prompts.unsqueeze(0).expand(n, -1, -1)
+    if prompts.ndim != 3 or prompts.shape[0] != n or prompts.shape[-1] != x.shape[-1]:
+        raise ValueError(
+            f"prompt tokens must be (P, {x.shape[-1]}) or ({n}, P, {x.shape[-1]}), got {tuple(prompts.shape)}"
+        )
+    return torch.cat([x[:, :1], prompts.to(x.dtype), x[:, 1 + n_present :]], dim=1)
+
+
+class VisionTower(nn.Module):
+    """ViT image encoder with position-embedding interpolation and merged token streams."""
+
+    def __init__(self, cfg: VisionConfig, embed_dim: int, act: str, eps: float):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_size = cfg.patch_size
+        self.grid = cfg.image_size // cfg.patch_size
+        w = cfg.width
+        scale = w**-0.5
+        self.patch_embed = nn.Conv2d(3, w, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
+        self.cls_token = nn.Parameter(scale * torch.randn(w))
+        self.pos_embed = nn.Parameter(scale * torch.randn(self.grid * self.grid + 1, w))
+        self.ln_pre = nn.LayerNorm(w, eps=eps)
+        self.transformer = Transformer(w, cfg.layers, cfg.heads, cfg.mlp_ratio, act, eps)
+        self.ln_post = nn.LayerNorm(w, eps=eps)
+        self.proj = nn.Parameter(scale * torch.randn(w, embed_dim))
+
+    @property
+    def width(self) -> int:
+        """Token width of the tower."""
+        return self.cfg.width
+
+    def grid_pos_embed(self, gh: int, gw: int) -> Tensor:
+        """Patch position embeddings (gh*gw, W), bicubically interpolated when the grid differs."""
+        pos = self.pos_embed[1:]
+        if (gh, gw) == (self.grid, self.grid):
+            return pos
+        g = pos.reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
+        g = F.interpolate(g.float(), size=(gh, gw), mode="bicubic", align_corners=False)
+        return g.permute(0, 2, 3, 1).reshape(gh * gw, -1).to(pos.dtype)
+
+    def embed_patches(self, x: Tensor) -> Tensor:
+        """Normalised images (N,3,H,W) -> patch tokens (N, gh*gw, W) with position embeddings."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"images must be (N,3,H,W), got {tuple(x.shape)}")
+        p = self.patch_size
+        if x.shape[-2] < p or x.shape[-1] < p:
+            raise ValueError(f"images of {x.shape[-2]}x{x.shape[-1]} are smaller than one {p}x{p} patch")
+        t = self.patch_embed(x.to(self.patch_embed.weight.dtype))
+        gh, gw = t.shape[-2:]
+        t = t.flatten(2).transpose(1, 2)
+        return t + self.grid_pos_embed(gh, gw)
+
+    def forward_tokens(
+        self,
+        streams: Tensor | Sequence[Tensor],
+        *,
+        deep_prompts: PromptList | None = None,
+        attn_mask: Tensor | None = None,
+        return_tokens: bool = False,
+        return_hidden: bool = False,
+    ) -> TowerOutput:
+        """Encode one or several token streams (each (N,L_i,W)) merged behind a single class token."""
+        if isinstance(streams, Tensor):
+            streams = [streams]
+        x = torch.cat(list(streams), dim=1)
+        n = x.shape[0]
+        cls = (self.cls_token + self.pos_embed[0]).to(x.dtype).expand(n, 1, -1)
+        x = self.ln_pre(torch.cat([cls, x], dim=1))
+        x, n_prompts, hidden = self.transformer(
+            x, attn_mask=attn_mask, deep_prompts=deep_prompts, return_hidden=return_hidden
+        )
+        pooled = self.ln_post(x[:, 0]) @ self.proj
+        tokens = self.ln_post(x[:, 1 + n_prompts :]) @ self.proj if return_tokens else None
+        return TowerOutput(pooled, tokens, hidden, n_prompts)
+
+    def forward(self, x: Tensor, **kwargs) -> TowerOutput:
+        """Encode normalised images (N,3,H,W) of any size."""
+        return self.forward_tokens(self.embed_patches(x), **kwargs)
+
+
+class TextTower(nn.Module):
+    """Causal text transformer pooled at the end-of-text token."""
+
+    def __init__(self, cfg: TextConfig, embed_dim: int, act: str, eps: float):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        self.token_embed = nn.Embedding(cfg.vocab_size, w)
+        self.pos_embed = nn.Parameter(0.01 * torch.randn(cfg.context_length, w))
+        self.transformer = Transformer(w, cfg.layers, cfg.heads, cfg.mlp_ratio, act, eps)
+        self.ln_final = nn.LayerNorm(w, eps=eps)
+        self.proj = nn.Parameter(w**-0.5 * torch.randn(w, embed_dim))
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+
+    @property
+    def width(self) -> int:
+        """Token width of the tower."""
+        return self.cfg.width
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        """Token ids (N,L) -> token embeddings (N,L,W), without position embeddings."""
+        return self.token_embed(tokens)
+
+    def forward_embeds(
+        self,
+        x: Tensor,
+        eot_index: Tensor,
+        *,
+        deep_prompts: PromptList | None = None,
+        n_prompts: int = 0,
+        return_tokens: bool = False,
+    ) -> TowerOutput:
+        """Encode an embedding sequence (N,L,W); ``n_prompts`` context vectors already sit after SOT."""
+        if x.ndim != 3 or x.shape[1] > self.cfg.context_length:
+            raise ValueError(f"text embeddings must be (N, L<={self.cfg.context_length}, W), got {tuple(x.shape)}")
+        x = x + self.pos_embed[: x.shape[1]].to(x.dtype)
+        start = n_prompts
+        x, n_prompts, _ = self.transformer(x, is_causal=True, deep_prompts=deep_prompts, n_prompts=n_prompts)
+        x = self.ln_final(x)
+        # Inserting prompts (rather than replacing) shifts the end-of-text position.
+        idx = eot_index.to(x.device) + (n_prompts - start)
+        pooled = x[torch.arange(x.shape[0], device=x.device), idx] @ self.proj
+        return TowerOutput(pooled, x @ self.proj if return_tokens else None, None, n_prompts)
+
+    def forward(self, tokens: Tensor, **kwargs) -> TowerOutput:
+        """Encode token ids (N,L); the end-of-text token has the largest id, so argmax finds it."""
+        if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"tokens must be an integer tensor (N, L), got {tokens.dtype} {tuple(tokens.shape)}")
+        return self.forward_embeds(self.embed(tokens), tokens.argmax(dim=-1), **kwargs)
+
+
+class CLIP(nn.Module):
+    """Contrastive image-text model; weights are loaded with ``clipiq.load_clip``."""
+
+    def __init__(self, cfg: CLIPConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.visual = VisionTower(cfg.vision, cfg.embed_dim, cfg.act, cfg.ln_eps)
+        self.text = TextTower(cfg.text, cfg.embed_dim, cfg.act, cfg.ln_eps)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        # Set by the loader: which weights these are, so checkpoints can refuse a mismatched backbone.
+        self.weights_name: str | None = None
+        self.weights_sha256: str | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Parameter dtype (float32, bfloat16 or float16)."""
+        return self.visual.patch_embed.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        return self.visual.patch_embed.weight.device
+
+    def encode_image(self, x: Tensor, normalize: bool = False, **kwargs) -> Tensor:
+        """Normalised images (N,3,H,W) -> image embeddings (N, embed_dim)."""
+        out = self.visual(x, **kwargs).pooled
+        return F.normalize(out, dim=-1) if normalize else out
+
+    def encode_text(self, tokens: Tensor, normalize: bool = False, **kwargs) -> Tensor:
+        """Token ids (N,77) -> text embeddings (N, embed_dim)."""
+        out = self.text(tokens, **kwargs).pooled
+        return F.normalize(out, dim=-1) if normalize else out
+
+    def forward(self, images: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Scaled cosine logits (per image, per text)."""
+        img = self.encode_image(images, normalize=True)
+        txt = self.encode_text(tokens, normalize=True)
+        logits = self.logit_scale.exp() * img @ txt.t()
+        return logits, logits.t()
+
+
+def build_model(cfg: CLIPConfig, seed: int | None = None) -> CLIP:
+    """Instantiate a randomly initialised CLIP (seeded when ``seed`` is given)."""
+    if seed is None:
+        return CLIP(cfg)
+    devices = []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return CLIP(cfg)

@@ -1,0 +1,63 @@
+"""Paired low-light + motion-blur data in the manner of LOL-Blur (Zhou et al. 2022)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from clipiq.degrade._common import (
+    check_image,
+    fft_filter,
+    finish,
+    image_rngs,
+    linear_to_srgb,
+    normal_noise,
+    srgb_to_linear,
+    stack_kernels,
+)
+from clipiq.degrade.kernels import motion_kernel, motion_trajectory
+from clipiq.degrade.registry import DEGRADATIONS, _check_level
+
+# Ranges sampled per image when no level is given: (low, high, log-uniform?).
+LOWLIGHT_BLUR_RANGES: dict[str, tuple[float, float, bool]] = {
+    "length": (5.0, 33.0, False),
+    "exposure": (0.04, 0.4, True),
+    "shot": (0.0005, 0.005, True),
+    "read": (0.001, 0.005, True),
+}
+
+
+def lowlight_blur_params(level: int) -> dict[str, float]:
+    """The parameters used at `level`: motion_blur's length and low_light's exposure/shot/read."""
+    level = _check_level(level)
+    return {**DEGRADATIONS["motion_blur"].levels[level - 1], **DEGRADATIONS["low_light"].levels[level - 1]}
+
+
+def _sample_params(rng: np.random.Generator) -> dict[str, float]:
+    out = {}
+    for key, (lo, hi, log) in LOWLIGHT_BLUR_RANGES.items():
+        out[key] = math.exp(rng.uniform(math.log(lo), math.log(hi))) if log else rng.uniform(lo, hi)
+    return out
+
+
+def lowlight_blur_pair(image: Tensor, level: int | None = None, seed: int | None = None) -> tuple[Tensor, Tensor]:
+    """Make a (degraded, target) pair: blur along a random trajectory and darken in linear light, add shot
+    and read noise, re-apply the sRGB curve. `level` None samples the parameters per image."""
+    x, single = check_image(image)
+    fixed = None if level is None else lowlight_blur_params(level)
+    rngs = image_rngs(seed, len(x))
+    params = [fixed if fixed is not None else _sample_params(r.numpy(stream=1)) for r in rngs]
+    kernels = [motion_kernel(p["length"], trajectory=motion_trajectory(r.numpy())) for p, r in zip(params, rngs)]
+    lin = fft_filter(srgb_to_linear(x), stack_kernels(kernels, x))
+
+    def column(key: str) -> Tensor:
+        return torch.tensor([p[key] for p in params], device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
+
+    lin = lin.clamp_min(0) * column("exposure")
+    std = torch.sqrt((column("shot") * lin + column("read") ** 2).clamp_min(1e-12))
+    degraded = finish(linear_to_srgb(lin + std * normal_noise(x, rngs)), image, single)
+    target = finish(x, image, single)
+    return degraded, target

@@ -1,0 +1,111 @@
+"""Zero-shot CLIP-IQA (Wang et al., AAAI 2023): softmax within antonym prompt pairs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clipiq.clip.load import load_clip
+from clipiq.clip.preprocess import RESIZE_MODES
+from clipiq.clip.tokenizer import tokenize
+from clipiq.iqa.base import QualityMetric
+from clipiq.iqa.registry import MetricSpec, register_metric
+
+# The quality pair first; the rest are the attribute pairs of the CLIP-IQA paper (positive, negative).
+ATTRIBUTE_PROMPTS: dict[str, tuple[str, str]] = {
+    "quality": ("Good photo.", "Bad photo."),
+    "brightness": ("Bright photo.", "Dark photo."),
+    "noisiness": ("Clean photo.", "Noisy photo."),
+    "colorfulness": ("Colorful photo.", "Dull photo."),
+    "sharpness": ("Sharp photo.", "Blurry photo."),
+    "contrast": ("High contrast photo.", "Low contrast photo."),
+    "complexity": ("Complex photo.", "Simple photo."),
+    "natural": ("Natural photo.", "Synthetic photo."),
+    "happy": ("Happy photo.", "Sad photo."),
+    "scary": ("Scary photo.", "Peaceful photo."),
+    "new": ("New photo.", "Old photo."),
+    "warm": ("Warm photo.", "Cold photo."),
+    "real": ("Real photo.", "Abstract photo."),
+    "beautiful": ("Beautiful photo.", "Ugly photo."),
+    "lonely": ("Lonely photo.", "Sociable photo."),
+    "relaxing": ("Relaxing photo.", "Stressful photo."),
+}
+
+
+class CLIPIQA(QualityMetric):
+    """Probability of the positive prompt of each antonym pair; 'score' averages the quality pairs."""
+
+    name = "clipiqa"
+    lower_better = False
+    score_range = (0.0, 1.0)
+
+    def __init__(
+        self,
+        model: str = "ViT-B-32/openai",
+        weights: str | None = None,
+        device: torch.device | None = None,
+        precision: str = "fp32",
+        prompts: Sequence[tuple[str, str]] | None = None,
+        attributes: Sequence[str] | str = (),
+        view: str = "native",
+        max_side: int | None = 1024,
+        batch_size: int = 32,
+    ):
+        clip, preprocess = load_clip(model, weights=weights, device=device, precision=precision)
+        super().__init__(clip.device, clip.dtype, batch_size)
+        if view not in RESIZE_MODES:
+            raise ValueError(f"view must be one of {', '.join(RESIZE_MODES)}, got {view!r}")
+        if attributes == "all":
+            attributes = [a for a in ATTRIBUTE_PROMPTS if a != "quality"]
+        elif isinstance(attributes, str):
+            attributes = [a.strip() for a in attributes.split(",") if a.strip()]
+        unknown = [a for a in attributes if a not in ATTRIBUTE_PROMPTS]
+        if unknown:
+            raise ValueError(f"unknown CLIP-IQA attribute(s) {unknown}; known: {', '.join(ATTRIBUTE_PROMPTS)}")
+        self.clip, self.preprocess = clip, preprocess
+        self.view, self.max_side = view, max_side
+        self.quality_pairs = [tuple(p) for p in (prompts or [ATTRIBUTE_PROMPTS["quality"]])]
+        for p in self.quality_pairs:
+            if len(p) != 2 or not all(isinstance(s, str) and s for s in p):
+                raise ValueError(f"each prompt pair must be two non-empty strings (positive, negative), got {p!r}")
+        self.attributes = list(attributes)
+        self.output_names = ("score", *self.attributes)
+        pairs = self.quality_pairs + [ATTRIBUTE_PROMPTS[a] for a in self.attributes]
+        texts = [t for pair in pairs for t in pair]
+        with torch.inference_mode():
+            feats = clip.encode_text(tokenize(texts).to(clip.device), normalize=True)
+        self.register_buffer("text_features", feats.clone(), persistent=False)
+
+    def prepare(self, image: Tensor) -> Tensor:
+        """Resize to the metric's view (on CPU, per image) without normalising."""
+        x = image.unsqueeze(0)
+        if self.max_side and self.view in ("native", "shortest") and max(x.shape[-2:]) > self.max_side:
+            s = self.max_side / max(x.shape[-2:])
+            size = (max(1, round(x.shape[-2] * s)), max(1, round(x.shape[-1] * s)))
+            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp_(0, 1)
+        return self.preprocess.resize(x, self.view)[0]
+
+    def score_prepared(self, batch: Tensor) -> dict[str, Tensor]:
+        """Softmax within each antonym pair."""
+        x = self.preprocess.normalize(batch.to(self.device, self.clip.dtype))
+        img = self.clip.encode_image(x, normalize=True)
+        logits = self.clip.logit_scale.exp() * img @ self.text_features.t()
+        probs = logits.float().view(len(x), -1, 2).softmax(dim=-1)[..., 0]
+        nq = len(self.quality_pairs)
+        out = {"score": probs[:, :nq].mean(dim=1)}
+        for i, a in enumerate(self.attributes):
+            out[a] = probs[:, nq + i]
+        return out
+
+
+register_metric(
+    MetricSpec(
+        name="clipiqa",
+        factory=CLIPIQA,
+        description="Zero-shot CLIP-IQA: softmax of 'Good photo.' vs 'Bad photo.' (+ attribute pairs)",
+        paper="Wang, Chan, Loy. Exploring CLIP for Assessing the Look and Feel of Images. AAAI 2023",
+    )
+)

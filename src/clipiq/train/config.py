@@ -1,0 +1,92 @@
+"""Experiment configs: YAML files with ``key.sub=value`` command-line overrides (BasicSR-style)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed; names the file or the override."""
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=3`` -> (['a', 'b'], 3); values follow YAML rules (numbers, booleans, lists, null)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key=value (nested keys with dots: optim.lr=1e-3)")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
+    return key.split("."), value
+
+
+def apply_overrides(cfg: Mapping[str, Any], overrides: Sequence[str], strict: bool = True) -> dict[str, Any]:
+    """Return a copy of ``cfg`` with overrides applied; with ``strict`` an unknown key is an error."""
+    out = copy.deepcopy(dict(cfg))
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = out
+        for i, k in enumerate(keys[:-1]):
+            if k not in node:
+                if strict:
+                    raise ConfigError(f"override {item!r}: no key {'.'.join(keys[: i + 1])!r} in the config")
+                node[k] = {}
+            if not isinstance(node[k], dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(keys[: i + 1])!r} is not a section")
+            node = node[k]
+        if strict and keys[-1] not in node:
+            known = ", ".join(sorted(node)) or "none"
+            raise ConfigError(f"override {item!r}: unknown key {'.'.join(keys)!r} (known here: {known})")
+        node[keys[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = (), defaults: Mapping[str, Any] | None = None,
+                strict: bool = True) -> dict[str, Any]:
+    """Read a YAML config, merge it over ``defaults`` and apply ``key=value`` overrides."""
+    cfg: dict[str, Any] = copy.deepcopy(dict(defaults or {}))
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        cfg = merge(cfg, loaded, strict=strict and bool(defaults), where=str(p))
+    return apply_overrides(cfg, overrides, strict=strict)
+
+
+def merge(base: Mapping[str, Any], new: Mapping[str, Any], strict: bool = False, where: str = "") -> dict[str, Any]:
+    """Recursive dict merge; with ``strict`` keys absent from ``base`` are refused (catches typos)."""
+    out = copy.deepcopy(dict(base))
+    for k, v in new.items():
+        if strict and k not in out:
+            raise ConfigError(f"{where}: unknown key {k!r} (known: {', '.join(sorted(out))})")
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merge(out[k], v, strict=strict, where=f"{where}:{k}")
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def dump_config(cfg: Mapping[str, Any], path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+def config_digest(cfg: Mapping[str, Any]) -> str:
+    """A stable JSON form of a config, for comparing runs."""
+    return json.dumps(cfg, sort_keys=True, default=str)

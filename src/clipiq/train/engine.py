@@ -1,0 +1,245 @@
+"""A small step-based trainer shared by every method: seeds, precision, checkpoints, resume, logs."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from clipiq.train.config import config_digest, dump_config
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def step_rng(seed: int, step: int) -> np.random.Generator:
+    """An RNG that depends only on (seed, step), so a resumed run draws the same batches."""
+    return np.random.default_rng([seed, step])
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision where it helps: bf16 autocast on CPU or CUDA, fp16 on CUDA; fp32 is a no-op."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 mixed precision needs CUDA; use bf16 on CPU")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class TrainTask(Protocol):
+    """What a method provides to the trainer."""
+
+    model: nn.Module
+
+    def batches(self, start_step: int) -> Iterator[Any]:
+        """Training batches from ``start_step`` on (deterministic for the seed)."""
+
+    def training_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        """Losses for one batch; must include 'loss'."""
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation figures (higher is better for the one named by cfg['train']['monitor'])."""
+
+    def checkpoint_payload(self) -> dict[str, Any]:
+        """What a checkpoint must hold to rebuild the trained model (weights, config, backbone sha)."""
+
+
+class MetricsLog:
+    """Append-only CSV of (step, phase, name, value): one file that survives resumes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        new = not path.exists()
+        self._fh = path.open("a", newline="", encoding="utf-8")
+        self._w = csv.writer(self._fh)
+        if new:
+            self._w.writerow(["step", "phase", "name", "value", "time"])
+
+    def log(self, step: int, phase: str, values: Mapping[str, float]) -> None:
+        """Write one row per value and flush."""
+        now = f"{time.time():.1f}"
+        for k, v in values.items():
+            self._w.writerow([step, phase, k, f"{float(v):.6g}", now])
+        self._fh.flush()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._fh.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a metrics CSV with numeric step and value."""
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        return [{**r, "step": int(r["step"]), "value": float(r["value"])} for r in csv.DictReader(f)]
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temp file then rename, so a crash never leaves a torn checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+class Trainer:
+    """Runs a TrainTask for cfg['train']['steps'] steps with evaluation, checkpoints and auto-resume.
+
+    Config keys used (section ``train``): steps, lr, weight_decay, warmup, grad_clip, log_every,
+    eval_every, ckpt_every, precision, monitor (a key of evaluate()'s result, higher is better).
+    """
+
+    def __init__(self, task: TrainTask, cfg: Mapping[str, Any], run_dir: str | Path, device: torch.device,
+                 resume: bool = True, progress: bool | None = None):
+        self.task, self.cfg, self.device = task, dict(cfg), device
+        self.tcfg = dict(cfg["train"])
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.resume = resume
+        self.progress = progress
+        params = [p for p in task.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the task's model has no trainable parameters")
+        self.optimizer = torch.optim.AdamW(params, lr=self.tcfg["lr"], weight_decay=self.tcfg.get("weight_decay", 0.0))
+        steps, warm = int(self.tcfg["steps"]), int(self.tcfg.get("warmup", 0))
+
+        def lr_lambda(step: int) -> float:  # linear warm-up then cosine decay
+            if step < warm:
+                return (step + 1) / max(1, warm)
+            t = (step - warm) / max(1, steps - warm)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+        self.step = 0
+        self.best: float | None = None
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def last_path(self) -> Path:
+        """The resume checkpoint."""
+        return self.run_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        """The best-on-validation checkpoint (the task's payload only)."""
+        return self.run_dir / "best.pt"
+
+    def _save(self) -> None:
+        save_atomic({
+            "step": self.step,
+            "best": self.best,
+            "config": self.cfg,
+            "model": self.task.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_state(),
+            "payload": self.task.checkpoint_payload(),
+        }, self.last_path)
+
+    def _try_resume(self) -> None:
+        if not (self.resume and self.last_path.exists()):
+            return
+        ck = torch.load(self.last_path, map_location="cpu", weights_only=False)
+        if config_digest(ck["config"]) != config_digest(self.cfg):
+            raise ValueError(f"{self.last_path} was written with a different config; resume refused "
+                             "(use another run directory, or --no-resume to start over)")
+        self.task.model.load_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        _set_rng_state(ck["rng"])
+        self.step, self.best = int(ck["step"]), ck["best"]
+        log.info("resumed from %s at step %d", self.last_path, self.step)
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the configured number of steps (resuming if a checkpoint exists); returns a summary."""
+        dump_config(self.cfg, self.run_dir / "config.yaml")
+        self._try_resume()
+        steps = int(self.tcfg["steps"])
+        log_every = int(self.tcfg.get("log_every", 10))
+        eval_every = int(self.tcfg.get("eval_every", 0)) or steps
+        ckpt_every = int(self.tcfg.get("ckpt_every", 0)) or eval_every
+        monitor = self.tcfg.get("monitor")
+        precision = self.tcfg.get("precision", "fp32")
+        clip = float(self.tcfg.get("grad_clip", 0) or 0)
+        metrics = MetricsLog(self.run_dir / "metrics.csv")
+        self.task.model.to(self.device).train()
+        t0, first = time.perf_counter(), self.step
+        bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", disable=self.progress is False
+                   if self.progress is not None else None)
+        running: dict[str, float] = {}
+        try:
+            for batch in self.task.batches(self.step):
+                if self.step >= steps:
+                    break
+                with autocast(self.device, precision):
+                    losses = self.task.training_step(batch)
+                loss = losses["loss"]
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at step {self.step}")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if clip > 0:
+                    nn.utils.clip_grad_norm_(self.task.model.parameters(), clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.step += 1
+                for k, v in losses.items():
+                    running[k] = running.get(k, 0.0) + float(v.detach())
+                if self.step % log_every == 0 or self.step == steps:
+                    n = log_every if self.step % log_every == 0 else self.step % log_every
+                    avg = {k: v / n for k, v in running.items()}
+                    avg["lr"] = self.scheduler.get_last_lr()[0]
+                    metrics.log(self.step, "train", avg)
+                    bar.set_postfix(loss=f"{avg['loss']:.4f}")
+                    running = {}
+                bar.update(1)
+                if self.step % eval_every == 0 or self.step == steps:
+                    self._evaluate(metrics, monitor)
+                if self.step % ckpt_every == 0 or self.step == steps:
+                    self._save()
+        finally:
+            bar.close()
+            metrics.close()
+        dt = time.perf_counter() - t0
+        return {"steps": self.step, "seconds": dt, "steps_per_s": (self.step - first) / dt if dt else 0.0,
+                "best": self.best, "last_eval": self.history[-1] if self.history else {}}
+
+    def _evaluate(self, metrics: MetricsLog, monitor: str | None) -> None:
+        self.task.model.eval()
+        with torch.no_grad():
+            res = self.task.evaluate()
+        self.task.model.train()
+        metrics.log(self.step, "val", res)
+        self.history.append({"step": self.step, **res})
+        log.info("step %d: %s", self.step, ", ".join(f"{k}={v:.4f}" for k, v in res.items()))
+        if monitor and monitor in res and (self.best is None or res[monitor] > self.best):
+            self.best = float(res[monitor])
+            save_atomic({"step": self.step, "config": self.cfg, "payload": self.task.checkpoint_payload(),
+                         monitor: self.best}, self.best_path)
