@@ -160,3 +160,24 @@ def test_entry_point_runs_as_a_program(images):
                         "--model", "test-tiny", "--device", "cpu"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "img0.png" in r.stdout
+
+
+def test_bench_synthetic_psnr_anchor_and_clipiqa_table(photos_dir, tmp_path, capsys):
+    """PSNR (full reference) ranks severity almost perfectly; clipiqa on test-tiny gives a well-formed table."""
+    kodak = photos_dir / "kodak24"
+    types = "gaussian_blur,gaussian_noise,jpeg,low_light"
+    common = ["--synthetic", str(kodak), "--max-photos", "2", "--crop", "64", "--degradations", types]
+    assert main(["bench", "--metric", "psnr", *common, "--json", str(tmp_path / "psnr.json")]) == 0
+    out = capsys.readouterr().out
+    res = json.loads((tmp_path / "psnr.json").read_text())
+    assert res["mean_srcc"] >= 0.95, out
+    assert main(["bench", "--metric", "clipiqa", "--model", "test-tiny", "--device", "cpu", *common,
+                 "--out", str(tmp_path / "rows.csv")]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    for t in types.split(","):
+        assert sum(ln.split()[0] == t for ln in lines) == 1, out
+    assert any(ln.lower().startswith("mean") for ln in lines), out
+    rows = _read_csv(tmp_path / "rows.csv")
+    assert len(rows) == 2 * 4 * 5
+    assert {r["degradation"] for r in rows} == set(types.split(","))

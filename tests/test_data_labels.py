@@ -76,17 +76,17 @@ def test_csv_delimiters_bom_and_root(tmp_path: Path, sep: str) -> None:
 def test_csv_optional_columns_and_extra(tmp_path: Path) -> None:
     f = _write(
         tmp_path / "l.csv",
-        "dis_img_path,ref_img_path,dist_type,level,scene,score,std,note\n"
-        "d/a_1.png,r/a.png,blur,1,sceneA,4.2,0.5,ok\n"
-        "d/a_2.png,r/a.png,noise,2.0,sceneA,3.1,0.25,\n",
+        "dis_img_path,ref_img_path,dist_type,level,scene,score,std,note,id\n"
+        "d/a_1.png,r/a.png,blur,1,sceneA,4.2,0.5,ok,007\n"
+        "d/a_2.png,r/a.png,noise,2.0,sceneA,3.1,0.25,,12\n",
     )
     labels = read_csv_labels(f, image_root=tmp_path / "root")
     s0, s1 = labels
     assert s0.ref == tmp_path / "root" / "r" / "a.png"
     assert (s0.distortion, s0.level, s0.scene) == ("blur", 1, "sceneA")
     assert (s1.distortion, s1.level) == ("noise", 2)
-    assert s0.extra == {"std": 0.5, "note": "ok"}
-    assert s1.extra == {"std": 0.25}  # empty cells are left out
+    assert s0.extra == {"std": 0.5, "note": "ok", "id": "007"}
+    assert s1.extra == {"std": 0.25, "id": 12}  # empty cells are left out
     assert s0.group == s1.group == "sceneA"
 
 

@@ -120,7 +120,7 @@ def _synthetic(args: argparse.Namespace) -> int:
     if args.out:
         result.to_csv(args.out)
     if args.json:
-        args.json.write_text(json.dumps(result.summary() if hasattr(result, "summary") else {}, indent=1))
+        args.json.write_text(json.dumps({"metric": name, **result.as_dict()}, indent=1))
     return 0
 
 

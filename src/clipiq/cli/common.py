@@ -21,8 +21,10 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None)
 
 def parse_value(text: str) -> Any:
     """Parse a command-line value with YAML rules (numbers, booleans, lists)."""
+    from clipiq.train.config import yaml_load
+
     try:
-        return yaml.safe_load(text)
+        return yaml_load(text)
     except yaml.YAMLError:
         return text
 

@@ -95,7 +95,13 @@ def load_clip(
     record = None
     if name and name not in ARCHITECTURES and not name.endswith("-quickgelu"):
         record = wreg.get_weights(name)  # raises a helpful error for unknown names
-    if record is not None:
+    if record is not None and record.layout == "clipiq":
+        # clipiq's own checkpoints carry their architecture and preprocessing in the file's metadata.
+        path = Path(weights) if weights is not None else wreg.resolve_weights(record)
+        sha = _verify_local_copy(record, path) if weights is not None else record.sha256
+        model = model_from_file(path)
+        model.weights_name, model.weights_sha256 = record.name, sha
+    elif record is not None:
         cfg = get_architecture(record.arch).replace(
             act=record.act,
             preprocess=PreprocessConfig(record.image_size, tuple(record.mean), tuple(record.std),

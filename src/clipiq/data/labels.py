@@ -313,7 +313,9 @@ def _int(path: Path, line: int, value: str | None, what: str) -> int | None:
 
 
 def _auto(value: str) -> Any:
-    """Numbers in extra columns become int/float; everything else stays text."""
+    """Numbers in extra columns become int/float; everything else, and ids like ``007``, stays text."""
+    if re.fullmatch(r"0\d+", value):
+        return value
     for conv in (int, float):
         try:
             return conv(value)

@@ -114,6 +114,11 @@ def linear_to_srgb(x: Tensor) -> Tensor:
     return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
 
 
+def noise_std(variance: Tensor) -> Tensor:
+    """Square root that stays exact for zero variance and keeps a finite gradient there."""
+    return torch.sqrt(variance.clamp_min(1e-20))
+
+
 def luminance(x: Tensor) -> Tensor:
     """Rec. 601 luma of a (N,3,H,W) batch, shape (N,1,H,W)."""
     r, g, b = LUMA_WEIGHTS

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import os
+from pathlib import Path
 from typing import Any
 
 from clipiq.degrade.lowlight import LOWLIGHT_BLUR_RANGES, lowlight_blur_params
@@ -58,3 +60,18 @@ def degradations_markdown() -> str:
     for k, (lo, hi, log) in LOWLIGHT_BLUR_RANGES.items():
         lines.append(f"| `{k}` | {_fmt(lo)} | {_fmt(hi)} | {'log-uniform' if log else 'uniform'} |")
     return "\n".join(lines) + "\n"
+
+
+BEGIN_MARKER = "<!-- BEGIN GENERATED: clipiq.degrade.degradations_markdown() -->"
+END_MARKER = "<!-- END GENERATED -->"
+
+
+def write_docs(path: str | os.PathLike) -> None:
+    """Replace the generated section of a markdown file (between the markers) with the current tables."""
+    p = Path(path)
+    text = p.read_text(encoding="utf-8")
+    start, end = text.find(BEGIN_MARKER), text.find(END_MARKER)
+    if start < 0 or end < start:
+        raise ValueError(f"{p}: markers {BEGIN_MARKER!r} ... {END_MARKER!r} not found")
+    body = f"{BEGIN_MARKER}\n\n{degradations_markdown()}\n{END_MARKER}"
+    p.write_text(text[:start] + body + text[end + len(END_MARKER) :], encoding="utf-8")

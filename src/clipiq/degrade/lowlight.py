@@ -14,12 +14,13 @@ from clipiq.degrade._common import (
     finish,
     image_rngs,
     linear_to_srgb,
+    noise_std,
     normal_noise,
     srgb_to_linear,
     stack_kernels,
 )
 from clipiq.degrade.kernels import motion_kernel, motion_trajectory
-from clipiq.degrade.registry import DEGRADATIONS, _check_level
+from clipiq.degrade.registry import DEGRADATIONS, check_level
 
 # Ranges sampled per image when no level is given: (low, high, log-uniform?).
 LOWLIGHT_BLUR_RANGES: dict[str, tuple[float, float, bool]] = {
@@ -32,7 +33,7 @@ LOWLIGHT_BLUR_RANGES: dict[str, tuple[float, float, bool]] = {
 
 def lowlight_blur_params(level: int) -> dict[str, float]:
     """The parameters used at `level`: motion_blur's length and low_light's exposure/shot/read."""
-    level = _check_level(level)
+    level = check_level(level)
     return {**DEGRADATIONS["motion_blur"].levels[level - 1], **DEGRADATIONS["low_light"].levels[level - 1]}
 
 
@@ -57,7 +58,7 @@ def lowlight_blur_pair(image: Tensor, level: int | None = None, seed: int | None
         return torch.tensor([p[key] for p in params], device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
 
     lin = lin.clamp_min(0) * column("exposure")
-    std = torch.sqrt((column("shot") * lin + column("read") ** 2).clamp_min(1e-12))
+    std = noise_std(column("shot") * lin + column("read") ** 2)
     degraded = finish(linear_to_srgb(lin + std * normal_noise(x, rngs)), image, single)
     target = finish(x, image, single)
     return degraded, target

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from clipiq.degrade._common import (
     image_rngs,
     linear_to_srgb,
     luminance,
+    noise_std,
     normal_noise,
     separable_filter,
     srgb_to_linear,
@@ -37,20 +39,24 @@ from clipiq.degrade.resize import imresize
 _JPEG_SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 
 
+def _is_real(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _positive(value: float, name: str) -> float:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if not (_is_real(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
 
 
 def _non_negative(value: float, name: str) -> float:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+    if not (_is_real(value) and value >= 0):
         raise ValueError(f"{name} must be a non-negative finite number, got {value!r}")
     return float(value)
 
 
 def _int_at_least(value: int, low: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
 
@@ -112,7 +118,7 @@ def poisson_gaussian_noise(image: Tensor, shot: float, read: float, seed: int | 
     shot = _non_negative(shot, "shot")
     read = _non_negative(read, "read")
     x, single = check_image(image)
-    std = torch.sqrt((shot * x + read**2).clamp_min(1e-12))
+    std = noise_std(shot * x + read**2)
     return finish(x + std * normal_noise(x, image_rngs(seed, len(x))), image, single)
 
 
@@ -217,7 +223,7 @@ def low_light(image: Tensor, exposure: float, shot: float, read: float, seed: in
     read = _non_negative(read, "read")
     x, single = check_image(image)
     lin = srgb_to_linear(x) * exposure
-    std = torch.sqrt((shot * lin + read**2).clamp_min(1e-12))
+    std = noise_std(shot * lin + read**2)
     lin = lin + std * normal_noise(x, image_rngs(seed, len(x)))
     return finish(linear_to_srgb(lin), image, single)
 
@@ -257,7 +263,7 @@ def color_cast(image: Tensor, strength: float, hue: float | None = None, seed: i
     """White-balance error: per-channel linear gains exp(strength * v), v a unit chroma direction at
     `hue` degrees (random per image when None), so overall brightness is roughly kept."""
     strength = _non_negative(strength, "strength")
-    if hue is not None and not (isinstance(hue, (int, float)) and math.isfinite(hue)):
+    if hue is not None and not _is_real(hue):
         raise ValueError(f"hue must be None or a finite angle in degrees, got {hue!r}")
     x, single = check_image(image)
     angles = [
@@ -347,8 +353,8 @@ def haze(
         a = [r.numpy(stream=1).uniform(0.8, 1.0) for r in rngs]
         air = torch.tensor(a, device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
     else:
-        vals = [airlight] if isinstance(airlight, (int, float)) else list(airlight)
-        if len(vals) not in (1, 3) or not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in vals):
+        vals = [airlight] if isinstance(airlight, Real) else list(airlight)
+        if len(vals) not in (1, 3) or not all(_is_real(v) and 0 <= v <= 1 for v in vals):
             raise ValueError(f"airlight must be None, a value in [0,1] or three such values, got {airlight!r}")
         air = torch.tensor(vals, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     t = torch.exp(-beta * d)

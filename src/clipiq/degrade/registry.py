@@ -237,7 +237,8 @@ def get_degradation(name: str) -> Degradation:
         raise ValueError(f"name {name!r} is not a known degradation; known: {', '.join(DEGRADATIONS)}") from None
 
 
-def _check_level(level: object, name: str = "level") -> int:
+def check_level(level: object, name: str = "level") -> int:
+    """Accept an integer severity level in 1..NUM_LEVELS."""
     if isinstance(level, bool) or not isinstance(level, Integral) or not 1 <= int(level) <= NUM_LEVELS:
         raise ValueError(f"{name} must be an integer in 1..{NUM_LEVELS}, got {level!r}")
     return int(level)
@@ -254,7 +255,7 @@ def _check_overrides(record: Degradation, overrides: Mapping[str, Any]) -> None:
 def apply(image: Tensor, name: str, level: int, seed: int | None = None, **overrides: Any) -> Tensor:
     """Apply degradation `name` at severity `level` (1..5); keyword overrides replace level parameters."""
     record = get_degradation(name)
-    level = _check_level(level)
+    level = check_level(level)
     seed = check_seed(seed)
     _check_overrides(record, overrides)
     params = {**record.levels[level - 1], **overrides}
@@ -276,7 +277,7 @@ class Compose:
             if isinstance(step, str) or not isinstance(step, Sequence) or len(step) not in (2, 3):
                 raise ValueError(f"steps[{i}] must be (name, level) or (name, level, overrides), got {step!r}")
             record = get_degradation(step[0])
-            level = _check_level(step[1], f"steps[{i}] level")
+            level = check_level(step[1], f"steps[{i}] level")
             overrides = dict(step[2]) if len(step) == 3 else {}
             _check_overrides(record, overrides)
             parsed.append((record.name, level, MappingProxyType(overrides)))
@@ -306,12 +307,14 @@ def sample_recipe(
     rng_or_seed: np.random.Generator | int | None = None,
     max_ops: int = 2,
     *,
+    min_ops: int = 1,
     names: Iterable[str] | None = None,
     min_level: int = 1,
     max_level: int = NUM_LEVELS,
     distinct_families: bool = True,
 ) -> list[tuple[str, int]]:
-    """Draw 1..max_ops distinct degradations with uniform levels, ordered as a camera pipeline would."""
+    """Draw min_ops..max_ops (uniformly many) distinct degradations with uniform levels, ordered as a
+    camera pipeline would; with `distinct_families` no two come from the same family."""
     rng = (
         rng_or_seed
         if isinstance(rng_or_seed, np.random.Generator)
@@ -320,13 +323,15 @@ def sample_recipe(
     pool = list(DEGRADATIONS) if names is None else [get_degradation(n).name for n in names]
     if not pool:
         raise ValueError("names must not be empty")
-    lo, hi = _check_level(min_level, "min_level"), _check_level(max_level, "max_level")
+    lo, hi = check_level(min_level, "min_level"), check_level(max_level, "max_level")
     if lo > hi:
         raise ValueError(f"min_level ({lo}) must not exceed max_level ({hi})")
     available = len({DEGRADATIONS[n].family for n in pool}) if distinct_families else len(set(pool))
     if isinstance(max_ops, bool) or not isinstance(max_ops, Integral) or not 1 <= max_ops <= available:
         raise ValueError(f"max_ops must be an integer in 1..{available} for these names, got {max_ops!r}")
-    n_ops = int(rng.integers(1, int(max_ops) + 1))
+    if isinstance(min_ops, bool) or not isinstance(min_ops, Integral) or not 1 <= min_ops <= max_ops:
+        raise ValueError(f"min_ops must be an integer in 1..max_ops ({max_ops}), got {min_ops!r}")
+    n_ops = int(rng.integers(int(min_ops), int(max_ops) + 1))
     chosen: list[str] = []
     for i in rng.permutation(len(pool)):
         name = pool[i]

@@ -27,8 +27,11 @@ def _cubic(x: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def _weight_matrix(in_len: int, out_len: int, scale: float, antialias: bool, border: str) -> np.ndarray:
-    """(out_len, in_len) float64 matrix mapping one axis, following MATLAB's contributions()."""
+def _contributions(
+    in_len: int, out_len: int, scale: float, antialias: bool, border: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Input indices (0-based) and float64 weights, both (out_len, taps), for one axis as MATLAB computes
+    them (its contributions() subfunction)."""
     shrink_aa = scale < 1 and antialias
     width = _CUBIC_WIDTH / scale if shrink_aa else _CUBIC_WIDTH
     out = np.arange(1, out_len + 1, dtype=np.float64)
@@ -49,9 +52,8 @@ def _weight_matrix(in_len: int, out_len: int, scale: float, antialias: bool, bor
         # half-sample symmetric: the sequence 1..n, n..1 repeated
         mirror = np.concatenate([np.arange(in_len), np.arange(in_len)[::-1]])
         cols = mirror[np.mod(idx0, 2 * in_len)]
-    mat = np.zeros((out_len, in_len), dtype=np.float64)
-    np.add.at(mat, (np.repeat(np.arange(out_len), taps), cols.ravel()), w.ravel())
-    return mat
+    keep = np.any(w != 0, axis=0)  # taps that are zero for every output sample do no work
+    return np.ascontiguousarray(cols[:, keep]), np.ascontiguousarray(w[:, keep])
 
 
 def _pair(value: float | Sequence[float], name: str) -> tuple[float, float]:
@@ -84,37 +86,68 @@ def _plan(
     return (oh, sh), (ow, sw)
 
 
-def _round_uint8(x: Tensor) -> Tensor:
+Array = Tensor | np.ndarray
+
+
+def _round_uint8(x: Array) -> Array:
     # MATLAB rounds half away from zero and saturates when it writes uint8
+    if isinstance(x, np.ndarray):
+        return np.clip(np.floor(x + 0.5), 0, 255)
     return torch.floor(x + 0.5).clamp_(0, 255)
 
 
+def _swap_hw(x: Array) -> Array:
+    """Contiguous copy with the last two dims swapped."""
+    if isinstance(x, np.ndarray):
+        return np.ascontiguousarray(np.swapaxes(x, -1, -2))
+    return x.transpose(-1, -2).contiguous()
+
+
+def _resize_rows(y: Array, cols: np.ndarray, wts: np.ndarray) -> Array:
+    """Weighted sum of gathered rows (dim -2), one tap at a time, in MATLAB's summation order.
+
+    Gathering along dim -2 copies whole contiguous rows, far faster than gathering columns.
+    """
+    if isinstance(y, np.ndarray):
+        acc = np.take(y, cols[:, 0], axis=-2) * wts[:, 0:1]
+        for k in range(1, cols.shape[1]):
+            acc += np.take(y, cols[:, k], axis=-2) * wts[:, k : k + 1]
+        return acc
+    idx = torch.from_numpy(cols).to(y.device)
+    wt = torch.from_numpy(wts).to(device=y.device, dtype=y.dtype)
+    acc = y.index_select(-2, idx[:, 0]) * wt[:, 0:1]
+    for k in range(1, idx.shape[1]):
+        acc = acc.addcmul(y.index_select(-2, idx[:, k]), wt[:, k : k + 1])
+    return acc
+
+
 def _resize(
-    x: Tensor,
+    x: Array,
     scale: float | Sequence[float] | None,
     size: int | Sequence[int] | None,
     antialias: bool,
     border: str,
     integer: bool,
-) -> Tensor:
-    """Resize the last two dims of a (..., H, W) tensor in float64 (float32 on MPS); returns that dtype.
+) -> Array:
+    """Resize the last two dims of a (..., H, W) tensor or array in float64 (float32 on MPS).
 
-    With `integer`, the values are uint8 levels and every pass is rounded and saturated to uint8 as MATLAB
+    Numpy input is processed with numpy (no torch thread pool for these many small passes). With
+    `integer`, the values are uint8 levels and every pass is rounded and saturated to uint8 as MATLAB
     does for uint8 images (its intermediate image between the two passes is uint8 too).
     """
     if border not in ("replicate", "symmetric"):
         raise ValueError(f"border must be 'replicate' or 'symmetric', got {border!r}")
     h, w = x.shape[-2:]
     (oh, sh), (ow, sw) = _plan(h, w, scale, size)
-    dt = torch.float32 if x.device.type == "mps" else torch.float64
-    y = x.to(dt)
-    mh = torch.from_numpy(_weight_matrix(h, oh, sh, antialias, border)).to(device=x.device, dtype=dt)
-    mw = torch.from_numpy(_weight_matrix(w, ow, sw, antialias, border)).to(device=x.device, dtype=dt)
+    if isinstance(x, np.ndarray):
+        y: Array = x.astype(np.float64)
+    else:
+        y = x.to(torch.float32 if x.device.type == "mps" else torch.float64)
+    axes = {-2: _contributions(h, oh, sh, antialias, border), -1: _contributions(w, ow, sw, antialias, border)}
     # MATLAB resizes the axis with the smaller scale first (height on ties); for floats the order does
     # not matter (the two passes are linear and commute), for uint8 it does because of the rounding.
-    passes = [("h", mh), ("w", mw)] if sh <= sw else [("w", mw), ("h", mh)]
-    for axis, m in passes:
-        y = torch.matmul(m, y) if axis == "h" else torch.matmul(y, m.transpose(0, 1))
+    for dim in (-2, -1) if sh <= sw else (-1, -2):
+        y = _swap_hw(_resize_rows(_swap_hw(y), *axes[dim])) if dim == -1 else _resize_rows(y, *axes[dim])
         if integer:
             y = _round_uint8(y)
     return y
@@ -142,11 +175,10 @@ def imresize(
             raise TypeError(f"image (numpy) must be a float or uint8 array, got dtype {image.dtype}")
         if 0 in image.shape[:2]:
             raise ValueError(f"image (numpy) has an empty spatial size {image.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float64))
-        t = t.unsqueeze(0) if image.ndim == 2 else t.permute(2, 0, 1)
-        out = _resize(t, scale, size, antialias, border, integer)
-        out = out[0] if image.ndim == 2 else out.permute(1, 2, 0)
-        return out.numpy().astype(image.dtype)
+        chw = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)
+        out = _resize(chw, scale, size, antialias, border, integer)
+        out = out[0] if image.ndim == 2 else np.moveaxis(out, 0, -1)
+        return np.ascontiguousarray(out).astype(image.dtype, copy=False)
     if not isinstance(image, Tensor):
         raise TypeError(f"image must be a torch.Tensor or numpy.ndarray, got {type(image).__name__}")
     if image.ndim not in (3, 4):

@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
         "root": "../shared/data/photos",
         "train_dirs": ["kodak24", "sunhays80"],
         "heldout_dirs": ["mcmaster18"],
-        "pool_size": 4800,
+        "pool_size": 9600,
         "store_crop": 128,
         "crop_sizes": [64, 96, 128],
         "p_clean": 0.1,
@@ -64,15 +64,15 @@ DEFAULTS: dict[str, Any] = {
     },
     "loss": {"antonym_weight": 1.0},
     "train": {
-        "steps": 1500,
+        "steps": 3000,
         "batch_size": 96,
-        "lr": 1e-3,
+        "lr": 1.5e-3,
         "weight_decay": 0.05,
-        "warmup": 100,
+        "warmup": 150,
         "grad_clip": 1.0,
         "precision": "fp32",
         "log_every": 10,
-        "eval_every": 250,
+        "eval_every": 500,
         "ckpt_every": 250,
         "monitor": "type_acc",
     },
@@ -206,7 +206,7 @@ def _sample_recipe(rng: np.random.Generator, names: Sequence[str], p_clean: floa
     if rng.random() < p_clean:
         return []
     n_ops = 2 if rng.random() < p_composed else 1
-    return [(str(n), int(lv)) for n, lv in degrade.sample_recipe(rng, max_ops=n_ops, names=names)]
+    return [(str(n), int(lv)) for n, lv in degrade.sample_recipe(rng, max_ops=n_ops, min_ops=n_ops, names=names)]
 
 
 def _make_groups(args: tuple[list[Path], int, int, int, float, float, list[str], int]) -> list[dict[str, Any]]:
@@ -410,7 +410,7 @@ def evaluate_model(model: CLIP, preprocess: Preprocess, images: Sequence[Tensor]
     correct = np.zeros(len(names))
     total = np.zeros(len(names))
     srccs: dict[str, list[float]] = {n: [] for n in names}
-    for pi, im in enumerate(images):
+    for pi in range(len(images)):
         for ti, name in enumerate(names):
             lv = list(range(1, 6))
             batch = degraded[pi][ti]

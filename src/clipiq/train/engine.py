@@ -66,10 +66,10 @@ class TrainTask(Protocol):
 class MetricsLog:
     """Append-only CSV of (step, phase, name, value): one file that survives resumes."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, fresh: bool = False):
         self.path = path
-        new = not path.exists()
-        self._fh = path.open("a", newline="", encoding="utf-8")
+        new = fresh or not path.exists()
+        self._fh = path.open("w" if new else "a", newline="", encoding="utf-8")
         self._w = csv.writer(self._fh)
         if new:
             self._w.writerow(["step", "phase", "name", "value", "time"])
@@ -188,7 +188,7 @@ class Trainer:
         monitor = self.tcfg.get("monitor")
         precision = self.tcfg.get("precision", "fp32")
         clip = float(self.tcfg.get("grad_clip", 0) or 0)
-        metrics = MetricsLog(self.run_dir / "metrics.csv")
+        metrics = MetricsLog(self.run_dir / "metrics.csv", fresh=self.step == 0)
         self.task.model.to(self.device).train()
         t0, first = time.perf_counter(), self.step
         bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", disable=self.progress is False
