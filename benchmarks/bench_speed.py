@@ -353,7 +353,7 @@ def spearman(a: Tensor, b: Tensor) -> float:
 
 
 def model_dtype_head(r: Runner) -> Tensor:
-    """CLIP-IQA scores with the logits computed in the model's dtype (as clipiq.iqa.clipiqa does today)."""
+    """CLIP-IQA scores with the similarity head in the model's dtype instead of fp32 (for comparison)."""
     out = []
     for f in r.feats:
         img = F.normalize(f, dim=-1)
@@ -443,8 +443,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         verdict = "met" if g["met"] else "NOT met"
         if "range" in g:
             rb = g["robust"]
-            val = (f"{g['value']:.2f}x (rounds {g['range'][0]:.2f}-{g['range'][1]:.2f}; best {rb['best']:.2f}x, "
-                   f"CPU {rb['cpu']:.2f}x)")
+            val = (f"{g['value']:.3f}x (rounds {g['range'][0]:.2f}-{g['range'][1]:.2f}; best {rb['best']:.3f}x, "
+                   f"CPU {rb['cpu']:.3f}x)")
         else:
             val = f"{g['value']:.5f}"
         lines.append(f"- {g['goal']}: **{verdict}**, {val}")
@@ -458,7 +458,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     ]
     for row in summary["rows"]:
         if "srcc_vs_fp32_model_dtype_head" in row:
-            lines.append(f"SRCC vs fp32 with the head's logits in bf16 (as clipiq.iqa.clipiqa computes them), "
+            lines.append(f"SRCC vs fp32 if the similarity head (cosine, scale, softmax) ran in bf16 too, "
                          f"{row['implementation']}: {row['srcc_vs_fp32_model_dtype_head']:.5f}.")
     if any(row["memory"] for row in summary["rows"]):
         lines += [
@@ -502,13 +502,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="timed rounds, one batch per implementation each (default 8; 3 with --quick); "
                         "the SRCC uses rounds x batch-size images")
     p.add_argument("--warmup", type=int, default=1, help="warm-up rounds (default 1)")
-    p.add_argument("--quick", action="store_true", help="about a minute on an idle machine: batch 16, 3 rounds")
+    p.add_argument("--quick", action="store_true",
+                   help="about a minute on an idle machine: batch 16, 3 rounds, one memory batch")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA / "photos",
                    help="folder of photos for the inputs (default ../shared/data/photos)")
     p.add_argument("--weights", type=Path, help="reuse a Hugging Face CLIP folder instead of a fresh random one")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and crops")
     p.add_argument("--memory-batches", type=int, default=None,
-                   help="batches scored per memory subprocess (default 2: the first and one steady batch)")
+                   help="batches scored per memory subprocess (default 2: the first and one steady batch; "
+                        "1 with --quick)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--markdown", type=Path, help="also write the markdown report to this file")
     p.add_argument("--json", type=Path, help="write all numbers (per-round timings included) as JSON")
@@ -519,7 +521,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.batch_size = args.batch_size or (16 if args.quick else 32)
     args.rounds = args.rounds or (3 if args.quick else 8)
-    args.memory_batches = args.memory_batches or 2
+    args.memory_batches = args.memory_batches or (1 if args.quick else 2)
     if args.batch_size < 1 or args.rounds < 2 or args.warmup < 0:
         p.error("--batch-size must be >= 1, --rounds >= 2 and --warmup >= 0")
     return args
@@ -530,6 +532,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import transformers
 
     load_before = os.getloadavg()
+    started = dt.datetime.now().astimezone().isoformat(timespec="seconds")
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="clipiq-bench-") as tmp:
         folder = args.weights
@@ -568,7 +571,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if experimental:
         summary["experimental"] = summarise_experimental(experimental, runners, args.batch_size)
     env = {
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "date": started,
         "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "transformers": transformers.__version__,
         "python": platform.python_version(),
@@ -584,16 +587,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"environment": env, "config": cfg, "summary": summary}
 
 
+def _quiet_transformers(verbose: bool) -> None:
+    """Hide transformers' per-load progress bars (they would interleave with the report on stderr)."""
+    if verbose:
+        return
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
     if args.memory_worker:
+        _quiet_transformers(False)
         impl, _, precision = args.memory_worker.partition(":")
         print(json.dumps(memory_worker(impl, precision, args.weights, args.batch_size, args.memory_batches)))
         return 0
     log.setLevel(logging.INFO)  # our own progress lines; library chatter stays at WARNING unless -v
+    _quiet_transformers(args.verbose)
     result = run(args)
     md = render_markdown(result)
     if "experimental" in result["summary"]:
@@ -679,38 +696,43 @@ def prepack_image_tower(model: nn.Module, dtype: torch.dtype, rows_hint: int) ->
 
 
 def experimental_runners(folder: Path, batch: int) -> list[Runner]:
-    """bf16 variants of clipiq on private copies: fp32 residual stream, oneDNN-prepacked linears, both."""
+    """Private copies of clipiq: oneDNN-prepacked linears (fp32, bf16), fp32 residual stream (bf16), both."""
     import clipiq
 
     model32, _ = clipiq.load_clip(None, weights=folder, device="cpu", precision="fp32")
     model16 = copy.deepcopy(model32).to(torch.bfloat16)
     tokens = clipiq.tokenize(list(PROMPTS))
     scale = model32.logit_scale.exp().float().item()
-    variants: list[tuple[str, nn.Module, bool]] = [("clipiq+fp32-residual", model16, True)]
-    if hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        packed = prepack_image_tower(model32, torch.bfloat16, rows_hint=batch * (IMAGE_SIZE // 32) ** 2 + batch)
-        variants += [("clipiq+onednn-prepack", packed, False), ("clipiq+both", packed, True)]
+    rows = batch * ((IMAGE_SIZE // 32) ** 2 + 1)
+    variants: list[tuple[str, str, nn.Module, bool]] = [("clipiq+fp32-residual", "bf16", model16, True)]
+    if hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and torch.backends.mkldnn.is_available():
+        variants.append(("clipiq+onednn-prepack", "fp32", prepack_image_tower(model32, torch.float32, rows), False))
+        if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            packed16 = prepack_image_tower(model32, torch.bfloat16, rows)
+            variants += [("clipiq+onednn-prepack", "bf16", packed16, False),
+                         ("clipiq+both", "bf16", packed16, True)]
     else:
-        log.warning("oneDNN bf16 prepacking is not available here; skipping the prepacked variants")
+        log.warning("oneDNN weight prepacking is not available here; skipping the prepacked variants")
     out = []
     with torch.inference_mode():
-        for name, model, fp32_residual in variants:
+        for name, precision, model, fp32_residual in variants:
             if fp32_residual:
                 txt = F.normalize(text_fp32_residual(model, tokens), dim=-1)
                 feats = functools.partial(image_fp32_residual, model)
             else:
                 txt = model.encode_text(tokens, normalize=True)
                 feats = model.encode_image
-            out.append(Runner(name, "bf16", feats, txt.float(), scale, txt.to(torch.bfloat16)))
+            out.append(Runner(name, precision, feats, txt.float(), scale, txt.to(DTYPES[precision])))
     return out
 
 
 def summarise_experimental(exp: Sequence[Runner], runners: dict[tuple[str, str], Runner],
                            batch: int) -> list[dict[str, Any]]:
-    """Speed ratio against the unpatched clipiq at the same precision, and the SRCC against fp32."""
+    """Speed ratios against unpatched clipiq (same precision), clipiq fp32 and transformers fp32; SRCC."""
     out = []
+    ref32, hf32 = runners[("clipiq", "fp32")], runners[("transformers", "fp32")]
     for r in exp:
-        base, ref32 = runners[("clipiq", r.precision)], runners[("clipiq", "fp32")]
+        base = runners[("clipiq", r.precision)]
         ratio, lo, hi = paired_ratio(r, base)
         out.append({"name": r.impl, "precision": r.precision,
                     "images_per_s_median": statistics.median(batch / t for t in r.times),
@@ -719,23 +741,29 @@ def summarise_experimental(exp: Sequence[Runner], runners: dict[tuple[str, str],
                     "ratio_vs_unpatched_robust": robust_ratios(r, base),
                     "ratio_vs_clipiq_fp32": paired_ratio(r, ref32)[0],
                     "ratio_vs_clipiq_fp32_robust": robust_ratios(r, ref32),
+                    "ratio_vs_transformers_fp32": paired_ratio(r, hf32)[0],
+                    "ratio_vs_transformers_fp32_robust": robust_ratios(r, hf32),
                     "srcc_vs_clipiq_fp32": spearman(torch.cat(r.scores), torch.cat(ref32.scores))})
     return out
 
 
 def render_experimental(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown table of the experimental rows."""
-    lines = ["", "Experimental patches (private copies of clipiq's model; not the numbers above):", "",
-             "| variant | precision | images/s median (best) | vs unpatched clipiq (best, CPU) | "
-             "vs clipiq fp32 (best, CPU) | SRCC vs clipiq fp32 |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["", "Experimental patches (private copies of clipiq's model; not the numbers above). Ratios: "
+             "paired median (best, CPU).", "",
+             "| variant | precision | images/s median (best) | vs unpatched clipiq | vs clipiq fp32 | "
+             "vs transformers fp32 | SRCC vs clipiq fp32 |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+
+    def ratio(r: dict[str, Any], key: str) -> str:
+        rb = r[f"{key}_robust"]
+        return f"{r[key]:.2f}x ({rb['best']:.2f}x, {rb['cpu']:.2f}x)"
+
     for r in rows:
-        ru, rf = r["ratio_vs_unpatched_robust"], r["ratio_vs_clipiq_fp32_robust"]
         lines.append(f"| {r['name']} | {r['precision']} | "
                      f"{r['images_per_s_median']:.2f} ({r['images_per_s_best']:.2f}) | "
-                     f"{r['ratio_vs_unpatched']:.2f}x ({ru['best']:.2f}x, {ru['cpu']:.2f}x) | "
-                     f"{r['ratio_vs_clipiq_fp32']:.2f}x ({rf['best']:.2f}x, {rf['cpu']:.2f}x) | "
-                     f"{r['srcc_vs_clipiq_fp32']:.5f} |")
+                     f"{ratio(r, 'ratio_vs_unpatched')} | {ratio(r, 'ratio_vs_clipiq_fp32')} | "
+                     f"{ratio(r, 'ratio_vs_transformers_fp32')} | {r['srcc_vs_clipiq_fp32']:.5f} |")
     return "\n".join(lines) + "\n"
 
 

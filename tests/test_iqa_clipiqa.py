@@ -123,3 +123,17 @@ def test_native_view_handles_any_size():
     m = clipiq.create_metric("clipiqa", model="test-tiny", device="cpu", view="native", max_side=256)
     out = m([torch.rand(3, 300, 500), torch.rand(3, 40, 40)])
     assert out.shape == (2,) and torch.isfinite(out).all()
+
+
+def test_tiles_view_averages_native_scale_tiles():
+    m = clipiq.create_metric("clipiqa", model="test-tiny", device="cpu", view="tiles", max_tiles=4)
+    r = clipiq.create_metric("clipiqa", model="test-tiny", device="cpu", view="resize")
+    x = torch.rand(1, 3, 448, 448)
+    tiles = [x[..., :224, :224], x[..., :224, 224:], x[..., 224:, :224], x[..., 224:, 224:]]
+    expected = torch.stack([r(t) for t in tiles]).mean()
+    torch.testing.assert_close(m(x)[0], expected, atol=1e-5, rtol=1e-5)
+    # A large image is covered by at most max_tiles tiles, reaching the borders.
+    prepared = m.prepare(torch.rand(3, 1000, 1500))
+    assert prepared.ndim == 4 and prepared.shape[0] <= 4 and prepared.shape[1:] == (3, 224, 224)
+    with pytest.raises(ValueError, match="max_tiles"):
+        clipiq.create_metric("clipiqa", model="test-tiny", device="cpu", max_tiles=0)

@@ -115,3 +115,19 @@ def test_export_loads_with_load_clip(tmp_path):
     assert loaded.weights_sha256 == sha and len(sha) == 64
     x = torch.rand(1, 3, 64, 64)
     torch.testing.assert_close(loaded.encode_image(x), model.half().float().encode_image(x), atol=1e-4, rtol=1e-4)
+
+
+def test_cli_train_with_overrides_after_options(tmp_path, photos_dir, capsys):
+    from clipiq.cli.main import main
+
+    run_dir = tmp_path / "run"
+    rc = main(["train", "degradation-clip", "--config", str(TINY), "--run-dir", str(run_dir), "--device", "cpu",
+               f"data.root={photos_dir}", "train.steps=4", "train.eval_every=4", "eval.photos=1", "data.pool_size=64"])
+    assert rc == 0
+    assert (run_dir / "degradation-clip.safetensors").is_file() and (run_dir / "last.pt").is_file()
+    saved = (run_dir / "config.yaml").read_text()
+    assert "steps: 4" in saved and "pool_size: 64" in saved
+    with pytest.raises(SystemExit):
+        main(["train", "degradation-clip", "--config", str(TINY), "--bogus"])
+    with pytest.raises(SystemExit):
+        main(["train", "degradation-clip", "--config", str(TINY), "train.stepz=3", "--oops"])

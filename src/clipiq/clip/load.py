@@ -55,7 +55,7 @@ def _load_state(model: CLIP, sd: dict[str, torch.Tensor], source: str) -> None:
             f"{source}: tensor {k} has shape {tuple(sd[k].shape)}, architecture {model.cfg.name} "
             f"expects {tuple(own[k].shape)}"
         )
-    model.load_state_dict(sd, strict=True)
+    model.load_state_dict(sd, strict=True, assign=True)
 
 
 def model_from_file(path: str | Path, arch: str | CLIPConfig | None = None, act: str | None = None) -> CLIP:
@@ -73,7 +73,10 @@ def model_from_file(path: str | Path, arch: str | CLIPConfig | None = None, act:
             act = "quick_gelu"
         cfg = infer_config(sd, meta, act=act)
     log.info("loading %s (%s layout) as %s", path, layout, cfg.name)
-    model = CLIP(cfg)
+    # Built on the meta device and filled by assignment, so the weights are held in memory once.
+    with torch.device("meta"):
+        model = CLIP(cfg)
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
     _load_state(model, sd, str(path))
     return model
 

@@ -9,10 +9,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clipiq.clip.load import load_clip
-from clipiq.clip.preprocess import RESIZE_MODES
+from clipiq.clip.preprocess import RESIZE_MODES, grid_count
 from clipiq.clip.tokenizer import tokenize
 from clipiq.iqa.base import QualityMetric
 from clipiq.iqa.registry import MetricSpec, register_metric
+
+VIEWS = ("tiles", *RESIZE_MODES)
 
 # The quality pair first; the rest are the attribute pairs of the CLIP-IQA paper (positive, negative).
 ATTRIBUTE_PROMPTS: dict[str, tuple[str, str]] = {
@@ -50,14 +52,17 @@ class CLIPIQA(QualityMetric):
         precision: str = "fp32",
         prompts: Sequence[tuple[str, str]] | None = None,
         attributes: Sequence[str] | str = (),
-        view: str = "native",
+        view: str = "tiles",
         max_side: int | None = 1024,
+        max_tiles: int = 16,
         batch_size: int = 32,
     ):
         clip, preprocess = load_clip(model, weights=weights, device=device, precision=precision)
         super().__init__(clip.device, clip.dtype, batch_size)
-        if view not in RESIZE_MODES:
-            raise ValueError(f"view must be one of {', '.join(RESIZE_MODES)}, got {view!r}")
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
+        if max_tiles < 1:
+            raise ValueError(f"max_tiles must be at least 1, got {max_tiles}")
         if attributes == "all":
             attributes = [a for a in ATTRIBUTE_PROMPTS if a != "quality"]
         elif isinstance(attributes, str):
@@ -66,7 +71,7 @@ class CLIPIQA(QualityMetric):
         if unknown:
             raise ValueError(f"unknown CLIP-IQA attribute(s) {unknown}; known: {', '.join(ATTRIBUTE_PROMPTS)}")
         self.clip, self.preprocess = clip, preprocess
-        self.view, self.max_side = view, max_side
+        self.view, self.max_side, self.max_tiles = view, max_side, max_tiles
         self.quality_pairs = [tuple(p) for p in (prompts or [ATTRIBUTE_PROMPTS["quality"]])]
         for p in self.quality_pairs:
             if len(p) != 2 or not all(isinstance(s, str) and s for s in p):
@@ -80,20 +85,37 @@ class CLIPIQA(QualityMetric):
         self.register_buffer("text_features", feats.clone(), persistent=False)
 
     def prepare(self, image: Tensor) -> Tensor:
-        """Resize to the metric's view (on CPU, per image) without normalising."""
+        """Resize or tile to the metric's view (on CPU, per image) without normalising."""
         x = image.unsqueeze(0)
+        if self.view == "tiles":
+            return self._tiles(x)
         if self.max_side and self.view in ("native", "shortest") and max(x.shape[-2:]) > self.max_side:
             s = self.max_side / max(x.shape[-2:])
             size = (max(1, round(x.shape[-2] * s)), max(1, round(x.shape[-1] * s)))
             x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp_(0, 1)
         return self.preprocess.resize(x, self.view)[0]
 
+    def _tiles(self, x: Tensor) -> Tensor:
+        # Tiles at the model's own input size keep the native pixel scale; the stride grows on large
+        # images so at most max_tiles are scored.
+        s = self.preprocess.image_size
+        h, w = x.shape[-2:]
+        stride = s
+        while grid_count(h, s, stride) * grid_count(w, s, stride) > self.max_tiles:
+            stride = int(stride * 1.25) + 1
+        return self.preprocess.patches(x, s, stride)[0]
+
     def score_prepared(self, batch: Tensor) -> dict[str, Tensor]:
-        """Softmax within each antonym pair."""
+        """Softmax within each antonym pair (averaged over tiles in the tiles view)."""
+        n = len(batch)
+        if batch.ndim == 5:  # (N, tiles, 3, s, s)
+            batch = batch.flatten(0, 1)
         x = self.preprocess.normalize(batch.to(self.device, self.clip.dtype))
-        img = self.clip.encode_image(x, normalize=True)
-        logits = self.clip.logit_scale.exp() * img @ self.text_features.t()
+        # The similarity head runs in fp32: bf16 rounding of the logits costs ranking fidelity.
+        img = self.clip.encode_image(x, normalize=True).float()
+        logits = self.clip.logit_scale.float().exp() * img @ self.text_features.float().t()
         probs = logits.float().view(len(x), -1, 2).softmax(dim=-1)[..., 0]
+        probs = probs.view(n, -1, probs.shape[-1]).mean(dim=1)
         nq = len(self.quality_pairs)
         out = {"score": probs[:, :nq].mean(dim=1)}
         for i, a in enumerate(self.attributes):

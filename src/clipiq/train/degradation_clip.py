@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
         "crop_sizes": [64, 96, 128],
         "p_clean": 0.1,
         "p_composed": 0.3,
+        "p_level_word": 0.7,
         "degradations": None,
         "workers": 2,
         "cache": True,
@@ -121,7 +122,7 @@ _ATTRIBUTE_OF = {
 Recipe = list[tuple[str, int]]
 
 
-def describe(recipe: Recipe, rng: np.random.Generator) -> str:
+def describe(recipe: Recipe, rng: np.random.Generator, p_level_word: float = 0.7) -> str:
     """A natural-language description of a degradation recipe (clean when empty)."""
     if not recipe:
         return CLEAN_TEXTS[int(rng.integers(len(CLEAN_TEXTS)))]
@@ -129,7 +130,7 @@ def describe(recipe: Recipe, rng: np.random.Generator) -> str:
     for name, level in recipe:
         phrase = TYPE_PHRASES[name]
         # Sometimes drop the severity word so level-free zero-shot prompts are in distribution.
-        parts.append(phrase if rng.random() < 0.3 else f"{LEVEL_WORDS[level]} {phrase}")
+        parts.append(phrase if rng.random() < 1.0 - p_level_word else f"{LEVEL_WORDS[level]} {phrase}")
     lead = "a bad photo with" if max(lv for _, lv in recipe) >= 4 and rng.random() < 0.3 else "a photo with"
     return f"{lead} {' and '.join(parts)}"
 
@@ -295,6 +296,7 @@ class DegradationCLIPTask:
         self.pool = pool if pool is not None else build_pool(cfg["data"], self.seed, run_dir)
         self.batch_size = int(cfg["train"]["batch_size"])
         self.crop_sizes = [int(c) for c in cfg["data"]["crop_sizes"]]
+        self.p_level_word = float(cfg["data"].get("p_level_word", 0.7))
         self._token_cache: dict[str, Tensor] = {}
         pairs = [t for pair in ANTONYM_PAIRS.values() for t in pair]
         self._pair_tokens = tokenize(pairs)
@@ -318,7 +320,7 @@ class DegradationCLIPTask:
             texts, targets, masks = [], [], []
             for i in idx:
                 recipe = [tuple(r) for r in recipes[i]]
-                texts.append(describe(recipe, rng))
+                texts.append(describe(recipe, rng, self.p_level_word))
                 t, m = antonym_targets(recipe)
                 targets.append(t)
                 masks.append(m)
@@ -460,3 +462,15 @@ def run(cfg: Mapping[str, Any], run_dir: Path, device: torch.device, resume: boo
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     log.info("exported %s (sha256 %s)", run_dir / "degradation-clip.safetensors", sha)
     return summary
+
+
+def export_checkpoint(checkpoint: Path, out: Path) -> str:
+    """Export the model held in a trainer checkpoint (last.pt or best.pt) as shippable safetensors."""
+    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    payload = ck["payload"]
+    arch = CLIPConfig.from_dict(payload["arch"])
+    model = CLIP(arch)
+    model.load_state_dict(payload["state_dict"])
+    meta = {"clipiq_train_config": json.dumps(ck["config"], sort_keys=True, default=str),
+            "clipiq_train_step": str(ck["step"])}
+    return export_model(model, arch, out, meta)
