@@ -30,7 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may come after options (`clipiq train T --config F a.b=1`).
-    if extra and getattr(args, "overrides", None) is not None and all("=" in e and not e.startswith("-") for e in extra):
+    overrides_only = all("=" in e and not e.startswith("-") for e in extra)
+    if extra and getattr(args, "overrides", None) is not None and overrides_only:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
