@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/clipiq score examples/ --model test-tiny --attributes sharpness,noisiness,brightness
+	$(VENV)/bin/clipiq score examples/ --attributes sharpness,noisiness,brightness
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q

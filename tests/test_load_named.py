@@ -84,3 +84,18 @@ def test_local_copy_of_named_weights_is_verified(fake_record, tmp_path):
 def test_unknown_weights_name_suggests():
     with pytest.raises(ValueError, match="ViT-B-32/openai"):
         clipiq.load_clip("ViT-B-32/opneai", device="cpu")
+
+
+def test_degradation_clip_ships_and_loads_offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("CLIPIQ_HOME", str(tmp_path))
+    rec = wreg.get_weights("degradation-clip")
+    path = wreg.resolve_weights(rec)
+    assert path.stat().st_size <= 40 * 2**20
+    assert wreg.sha256_file(path) == rec.sha256
+    model, pre = clipiq.load_clip("degradation-clip", device="cpu")
+    assert model.weights_sha256 == rec.sha256 and not model.cfg.random
+    assert pre.image_size == model.cfg.vision.image_size == 128
+    with torch.no_grad():
+        t = model.encode_text(clipiq.tokenize(["Good photo.", "Bad photo."]), normalize=True)
+    assert float(t[0] @ t[1]) < 0.999  # trained text tower tells the pair apart

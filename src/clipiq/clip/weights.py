@@ -605,3 +605,21 @@ for _record in (
 ):
     register_weights(_record)
 del _record
+
+
+# clipiq's own offline model, shipped inside the package (see docs/models/degradation-clip.md).
+register_weights(
+    PretrainedWeights(
+        name="degradation-clip",
+        arch="degradation-clip",
+        package_file="weights/degradation-clip.safetensors",
+        sha256="f769010bd4fbadf7ee6075c26428a7453d79cfe99cf25c7fff9d6915565b390b",
+        size=16199690,
+        layout="clipiq",
+        act="gelu",
+        image_size=128,
+        license="MIT",
+        description="Small CLIP trained by clipiq on synthetic degradations of real photos; knows degradations, "
+        "not scene semantics. Offline default.",
+    )
+)

@@ -46,7 +46,7 @@ class CLIPIQA(QualityMetric):
 
     def __init__(
         self,
-        model: str = "ViT-B-32/openai",
+        model: str = "degradation-clip",
         weights: str | None = None,
         device: torch.device | None = None,
         precision: str = "fp32",
@@ -129,5 +129,7 @@ register_metric(
         factory=CLIPIQA,
         description="Zero-shot CLIP-IQA: softmax of 'Good photo.' vs 'Bad photo.' (+ attribute pairs)",
         paper="Wang, Chan, Loy. Exploring CLIP for Assessing the Look and Feel of Images. AAAI 2023",
+        # Offline default; --model ViT-B-32/openai gives the original CLIP-IQA backbone.
+        default_model="degradation-clip",
     )
 )

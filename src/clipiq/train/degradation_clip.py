@@ -32,6 +32,7 @@ from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess
 from clipiq.clip.tokenizer import tokenize
 from clipiq.data.io import list_images, load_image
+from clipiq.iqa.clipiqa import ATTRIBUTE_PROMPTS
 from clipiq.train.engine import step_rng
 
 log = logging.getLogger(__name__)
@@ -65,9 +66,9 @@ DEFAULTS: dict[str, Any] = {
     },
     "loss": {"antonym_weight": 1.0},
     "train": {
-        "steps": 3000,
+        "steps": 4500,
         "batch_size": 96,
-        "lr": 1.5e-3,
+        "lr": 5e-4,
         "weight_decay": 0.05,
         "warmup": 150,
         "grad_clip": 1.0,
@@ -105,12 +106,7 @@ CLEAN_TEXTS = ("a sharp, clean photo", "a good photo", "a clean, high quality ph
 
 # CLIP-IQA antonym pairs trained with graded targets, and which degradation families move them.
 ANTONYM_PAIRS: dict[str, tuple[str, str]] = {
-    "quality": ("Good photo.", "Bad photo."),
-    "sharpness": ("Sharp photo.", "Blurry photo."),
-    "noisiness": ("Clean photo.", "Noisy photo."),
-    "brightness": ("Bright photo.", "Dark photo."),
-    "colorfulness": ("Colorful photo.", "Dull photo."),
-    "contrast": ("High contrast photo.", "Low contrast photo."),
+    k: ATTRIBUTE_PROMPTS[k] for k in ("quality", "sharpness", "noisiness", "brightness", "colorfulness", "contrast")
 }
 _ATTRIBUTE_OF = {
     "gaussian_blur": "sharpness", "motion_blur": "sharpness", "defocus_blur": "sharpness",
