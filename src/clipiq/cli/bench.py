@@ -105,8 +105,7 @@ def _synthetic(args: argparse.Namespace) -> int:
     levels = tuple(int(v) for v in args.levels.split(","))
     names = [d.strip() for d in args.degradations.split(",")] if args.degradations else None
     if args.metric in FULL_REFERENCE:
-        fn = FULL_REFERENCE[args.metric]
-        result = synthetic_ranking(lambda x, ref: fn(x, ref), photos, names, levels, seed=args.seed,
+        result = synthetic_ranking(FULL_REFERENCE[args.metric], photos, names, levels, seed=args.seed,
                                    crop=args.crop, full_reference=True, batch_size=args.batch_size)
         name = args.metric
     else:
