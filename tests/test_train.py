@@ -127,6 +127,17 @@ def test_cli_train_with_overrides_after_options(tmp_path, photos_dir, capsys):
     assert (run_dir / "degradation-clip.safetensors").is_file() and (run_dir / "last.pt").is_file()
     saved = (run_dir / "config.yaml").read_text()
     assert "steps: 4" in saved and "pool_size: 64" in saved
+    # A checkpoint exports to the same weights as the end-of-run export.
+    from safetensors import safe_open
+
+    sha = dc.export_checkpoint(run_dir / "last.pt", tmp_path / "from-ckpt.safetensors")
+    assert len(sha) == 64
+    with safe_open(str(run_dir / "degradation-clip.safetensors"), "pt") as a, \
+            safe_open(str(tmp_path / "from-ckpt.safetensors"), "pt") as b:
+        assert set(a.keys()) == set(b.keys())
+        for k in a.keys():  # noqa: SIM118
+            assert torch.equal(a.get_tensor(k), b.get_tensor(k)), k
+        assert b.metadata()["clipiq_train_step"] == "4"
     with pytest.raises(SystemExit):
         main(["train", "degradation-clip", "--config", str(TINY), "--bogus"])
     with pytest.raises(SystemExit):

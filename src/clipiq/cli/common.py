@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from clipiq.train.config import yaml_load
+
 
 def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None) -> None:
     """--model, --weights, --device, --precision."""
@@ -21,8 +23,6 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None)
 
 def parse_value(text: str) -> Any:
     """Parse a command-line value with YAML rules (numbers, booleans, lists)."""
-    from clipiq.train.config import yaml_load
-
     try:
         return yaml_load(text)
     except yaml.YAMLError:

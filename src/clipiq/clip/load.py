@@ -98,25 +98,19 @@ def load_clip(
     record = None
     if name and name not in ARCHITECTURES and not name.endswith("-quickgelu"):
         record = wreg.get_weights(name)  # raises a helpful error for unknown names
-    if record is not None and record.layout == "clipiq":
-        # clipiq's own checkpoints carry their architecture and preprocessing in the file's metadata.
-        path = Path(weights) if weights is not None else wreg.resolve_weights(record)
-        sha = _verify_local_copy(record, path) if weights is not None else record.sha256
-        model = model_from_file(path)
-        model.weights_name, model.weights_sha256 = record.name, sha
-    elif record is not None:
-        cfg = get_architecture(record.arch).replace(
+    if record is not None:
+        if weights is not None:
+            path, sha = Path(weights), _verify_local_copy(record, Path(weights))
+        else:
+            path, sha = wreg.resolve_weights(record), record.sha256
+        # clipiq's own checkpoints carry their architecture and preprocessing in the file's metadata;
+        # for the others the record supplies them, so normalisation cannot drift from the weights.
+        arch = None if record.layout == "clipiq" else get_architecture(record.arch).replace(
             act=record.act,
             preprocess=PreprocessConfig(record.image_size, tuple(record.mean), tuple(record.std),
                                         record.interpolation),
         )
-        if weights is not None:
-            path = Path(weights)
-            sha = _verify_local_copy(record, path)
-        else:
-            path = wreg.resolve_weights(record)
-            sha = record.sha256
-        model = model_from_file(path, arch=cfg)
+        model = model_from_file(path, arch=arch)
         model.weights_name, model.weights_sha256 = record.name, sha
     elif weights is not None:
         model = model_from_file(weights, arch=name or None)

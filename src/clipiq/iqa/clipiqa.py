@@ -114,7 +114,7 @@ class CLIPIQA(QualityMetric):
         # The similarity head runs in fp32: bf16 rounding of the logits costs ranking fidelity.
         img = self.clip.encode_image(x, normalize=True).float()
         logits = self.clip.logit_scale.float().exp() * img @ self.text_features.float().t()
-        probs = logits.float().view(len(x), -1, 2).softmax(dim=-1)[..., 0]
+        probs = logits.view(len(x), -1, 2).softmax(dim=-1)[..., 0]
         probs = probs.view(n, -1, probs.shape[-1]).mean(dim=1)
         nq = len(self.quality_pairs)
         out = {"score": probs[:, :nq].mean(dim=1)}

@@ -292,7 +292,7 @@ class DegradationCLIPTask:
         self.pool = pool if pool is not None else build_pool(cfg["data"], self.seed, run_dir)
         self.batch_size = int(cfg["train"]["batch_size"])
         self.crop_sizes = [int(c) for c in cfg["data"]["crop_sizes"]]
-        self.p_level_word = float(cfg["data"].get("p_level_word", 0.7))
+        self.p_level_word = float(cfg["data"]["p_level_word"])
         self._token_cache: dict[str, Tensor] = {}
         pairs = [t for pair in ANTONYM_PAIRS.values() for t in pair]
         self._pair_tokens = tokenize(pairs)
