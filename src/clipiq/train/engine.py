@@ -62,6 +62,8 @@ class TrainTask(Protocol):
     def checkpoint_payload(self) -> dict[str, Any]:
         """What a checkpoint must hold to rebuild the trained model (weights, config, backbone sha)."""
 
+    # Optional: ``backward(losses)`` replaces ``losses['loss'].backward()`` (e.g. gradient surgery).
+
 
 class MetricsLog:
     """Append-only CSV of (step, phase, name, value): one file that survives resumes."""
@@ -99,6 +101,39 @@ def save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that train plus all buffers: what a resume checkpoint needs (frozen backbones excluded)."""
+    out = {k: v for k, v in model.named_parameters() if v.requires_grad}
+    out.update(model.named_buffers())
+    return {k: v.detach() for k, v in out.items()}
+
+
+def load_trainable_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load a :func:`trainable_state` (or a full state dict) into ``model``; unknown keys are an error."""
+    missing, unexpected = model.load_state_dict(dict(state), strict=False)
+    if unexpected:
+        raise ValueError(f"{source}: keys not in the model: {', '.join(unexpected[:5])}"
+                         f"{' ...' if len(unexpected) > 5 else ''}")
+    wanted = {k for k, v in model.named_parameters() if v.requires_grad}
+    absent = sorted(wanted & set(missing))
+    if absent:
+        raise ValueError(f"{source}: trainable tensors missing: {', '.join(absent[:5])}"
+                         f"{' ...' if len(absent) > 5 else ''}")
+
+
+def build_optimizer(params: list[nn.Parameter], tcfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """AdamW (default), Adam or SGD (with momentum) from the ``train`` config section."""
+    name = str(tcfg.get("optimizer", "adamw")).lower()
+    lr, wd = float(tcfg["lr"]), float(tcfg.get("weight_decay", 0.0) or 0.0)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(tcfg.get("momentum", 0.9)))
+    raise ValueError(f"train.optimizer must be adamw, adam or sgd, got {name!r}")
+
+
 def _rng_state() -> dict[str, Any]:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
@@ -112,8 +147,11 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 class Trainer:
     """Runs a TrainTask for cfg['train']['steps'] steps with evaluation, checkpoints and auto-resume.
 
-    Config keys used (section ``train``): steps, lr, weight_decay, warmup, grad_clip, log_every,
-    eval_every, ckpt_every, precision, monitor (a key of evaluate()'s result, higher is better).
+    Config keys used (section ``train``): steps, optimizer (adamw, adam, sgd), lr, weight_decay, momentum,
+    schedule (cosine, constant, plateau), warmup, plateau_factor, plateau_patience, grad_clip, log_every,
+    eval_every, ckpt_every, precision, monitor (a key of evaluate()'s result, higher is better) and
+    patience (stop after this many evaluations without a new best; 0 never stops early).
+    Checkpoints hold only what trains (see :func:`trainable_state`), so frozen backbones cost nothing.
     """
 
     def __init__(self, task: TrainTask, cfg: Mapping[str, Any], run_dir: str | Path, device: torch.device,
@@ -127,18 +165,29 @@ class Trainer:
         params = [p for p in task.model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the task's model has no trainable parameters")
-        self.optimizer = torch.optim.AdamW(params, lr=self.tcfg["lr"], weight_decay=self.tcfg.get("weight_decay", 0.0))
+        self.optimizer = build_optimizer(params, self.tcfg)
         steps, warm = int(self.tcfg["steps"]), int(self.tcfg.get("warmup", 0))
+        schedule = str(self.tcfg.get("schedule", "cosine")).lower()
+        if schedule not in ("cosine", "constant", "plateau"):
+            raise ValueError(f"train.schedule must be cosine, constant or plateau, got {schedule!r}")
 
-        def lr_lambda(step: int) -> float:  # linear warm-up then cosine decay
+        def lr_lambda(step: int) -> float:  # linear warm-up, then cosine decay or constant
             if step < warm:
                 return (step + 1) / max(1, warm)
+            if schedule != "cosine":
+                return 1.0
             t = (step - warm) / max(1, steps - warm)
             return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
+        # Plateau decay acts on the validation metric at each evaluation, on top of the warm-up.
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="max", factor=float(self.tcfg.get("plateau_factor", 0.3)),
+            patience=int(self.tcfg.get("plateau_patience", 2))) if schedule == "plateau" else None
         self.step = 0
         self.best: float | None = None
+        self.since_best = 0
+        self.stopped_early = False
         self.history: list[dict[str, float]] = []
 
     @property
@@ -155,10 +204,13 @@ class Trainer:
         save_atomic({
             "step": self.step,
             "best": self.best,
+            "since_best": self.since_best,
+            "stopped_early": self.stopped_early,
             "config": self.cfg,
-            "model": self.task.model.state_dict(),
+            "model": trainable_state(self.task.model),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "plateau": self.plateau.state_dict() if self.plateau is not None else None,
             "rng": _rng_state(),
             "payload": self.task.checkpoint_payload(),
         }, self.last_path)
@@ -170,11 +222,14 @@ class Trainer:
         if config_digest(ck["config"]) != config_digest(self.cfg):
             raise ValueError(f"{self.last_path} was written with a different config; resume refused "
                              "(use another run directory, or --no-resume to start over)")
-        self.task.model.load_state_dict(ck["model"])
+        load_trainable_state(self.task.model, ck["model"], str(self.last_path))
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
+        if self.plateau is not None and ck.get("plateau"):
+            self.plateau.load_state_dict(ck["plateau"])
         _set_rng_state(ck["rng"])
         self.step, self.best = int(ck["step"]), ck["best"]
+        self.since_best, self.stopped_early = int(ck.get("since_best", 0)), bool(ck.get("stopped_early", False))
         log.info("resumed from %s at step %d", self.last_path, self.step)
 
     def fit(self) -> dict[str, Any]:
@@ -194,9 +249,10 @@ class Trainer:
         bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", disable=self.progress is False
                    if self.progress is not None else None)
         running: dict[str, float] = {}
+        backward = getattr(self.task, "backward", None)
         try:
             for batch in self.task.batches(self.step):
-                if self.step >= steps:
+                if self.step >= steps or self.stopped_early:
                     break
                 with autocast(self.device, precision):
                     losses = self.task.training_step(batch)
@@ -204,7 +260,10 @@ class Trainer:
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss.item()} at step {self.step}")
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if backward is not None:
+                    backward(losses)
+                else:
+                    loss.backward()
                 if clip > 0:
                     nn.utils.clip_grad_norm_(self.task.model.parameters(), clip)
                 self.optimizer.step()
@@ -222,14 +281,15 @@ class Trainer:
                 bar.update(1)
                 if self.step % eval_every == 0 or self.step == steps:
                     self._evaluate(metrics, monitor)
-                if self.step % ckpt_every == 0 or self.step == steps:
+                if self.step % ckpt_every == 0 or self.step == steps or self.stopped_early:
                     self._save()
         finally:
             bar.close()
             metrics.close()
         dt = time.perf_counter() - t0
         return {"steps": self.step, "seconds": dt, "steps_per_s": (self.step - first) / dt if dt else 0.0,
-                "best": self.best, "last_eval": self.history[-1] if self.history else {}}
+                "best": self.best, "stopped_early": self.stopped_early,
+                "last_eval": self.history[-1] if self.history else {}}
 
     def _evaluate(self, metrics: MetricsLog, monitor: str | None) -> None:
         self.task.model.eval()
@@ -239,7 +299,21 @@ class Trainer:
         metrics.log(self.step, "val", res)
         self.history.append({"step": self.step, **res})
         log.info("step %d: %s", self.step, ", ".join(f"{k}={v:.4f}" for k, v in res.items()))
-        if monitor and monitor in res and (self.best is None or res[monitor] > self.best):
-            self.best = float(res[monitor])
+        if monitor and monitor not in res:
+            raise KeyError(f"train.monitor={monitor!r} is not among the evaluation results {sorted(res)}")
+        if not monitor:
+            return
+        value = float(res[monitor])
+        if self.plateau is not None:
+            self.plateau.step(value)
+        if self.best is None or value > self.best:
+            self.best, self.since_best = value, 0
             save_atomic({"step": self.step, "config": self.cfg, "payload": self.task.checkpoint_payload(),
                          monitor: self.best}, self.best_path)
+        else:
+            self.since_best += 1
+            patience = int(self.tcfg.get("patience", 0) or 0)
+            if patience and self.since_best >= patience:
+                self.stopped_early = True
+                log.info("early stop at step %d: no new best %s for %d evaluations (best %.4f)",
+                         self.step, monitor, patience, self.best)

@@ -1,0 +1,115 @@
+"""Learnable prompts that plug into the backbone's hooks (CoOp context vectors, deep per-layer prompts).
+
+These modules hold only prompt parameters; the CLIP they drive is passed in at call time and stays
+frozen and shared, so a method never copies the backbone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from clipiq.clip.model import CLIP, PromptList
+from clipiq.clip.tokenizer import tokenize
+
+# CoOp's placeholder: "X" is one BPE token, so n placeholders reserve exactly n positions after SOT.
+_PLACEHOLDER = "X"
+
+
+class TextPrompts(nn.Module):
+    """CoOp: ``n_ctx`` learnable context vectors in front of each class name, shared by all classes.
+
+    ``init`` is "random" (normal, std 0.02) or a phrase of exactly ``n_ctx`` tokens (e.g. "a photo of a")
+    whose token embeddings start the context. Calling it runs the text tower and returns one
+    embedding per class, optionally with deep prompts for the later layers (which replace the
+    context slot, so the end-of-text position does not move).
+    """
+
+    def __init__(self, clip: CLIP, classnames: Sequence[str], n_ctx: int = 8, init: str = "random",
+                 suffix: str = "."):
+        super().__init__()
+        if n_ctx < 1:
+            raise ValueError(f"n_ctx must be at least 1, got {n_ctx}")
+        if not classnames or not all(isinstance(c, str) and c.strip() for c in classnames):
+            raise ValueError(f"classnames must be non-empty strings, got {classnames!r}")
+        self.classnames = list(classnames)
+        self.n_ctx = n_ctx
+        texts = [" ".join([_PLACEHOLDER] * n_ctx) + f" {c}{suffix}" for c in self.classnames]
+        tokens = tokenize(texts)
+        width = clip.text.width
+        with torch.no_grad():
+            emb = clip.text.embed(tokens.to(clip.device)).float().cpu()
+        if init == "random":
+            ctx = torch.randn(n_ctx, width) * 0.02
+        else:
+            init_tokens = tokenize([init])[0]
+            n_init = int(init_tokens.argmax()) - 1
+            if n_init != n_ctx:
+                raise ValueError(f"init phrase {init!r} is {n_init} tokens; it must be exactly n_ctx={n_ctx}")
+            with torch.no_grad():
+                ctx = clip.text.embed(init_tokens[None].to(clip.device)).float().cpu()[0, 1 : 1 + n_ctx]
+        self.ctx = nn.Parameter(ctx)
+        # Frozen pieces of the embedded prompts: SOT before the context, class name and padding after.
+        self.register_buffer("prefix", emb[:, :1].clone(), persistent=False)
+        self.register_buffer("suffix", emb[:, 1 + n_ctx :].clone(), persistent=False)
+        self.register_buffer("eot_index", tokens.argmax(dim=-1), persistent=False)
+
+    def embeddings(self) -> Tensor:
+        """The prompt embedding sequences (C, 77, W) with the context in place."""
+        n = len(self.classnames)
+        ctx = self.ctx.unsqueeze(0).expand(n, -1, -1)
+        return torch.cat([self.prefix.to(ctx.dtype), ctx, self.suffix.to(ctx.dtype)], dim=1)
+
+    def forward(self, clip: CLIP, deep_prompts: PromptList | None = None, normalize: bool = True) -> Tensor:
+        """Class text embeddings (C, embed_dim); ``deep_prompts[i]`` replaces the context slot at layer i."""
+        x = self.embeddings().to(clip.dtype)
+        if deep_prompts is not None and len(deep_prompts) and deep_prompts[0] is not None:
+            raise ValueError("deep_prompts[0] must be None: layer 0 already holds the learnable context")
+        out = clip.text.forward_embeds(x, self.eot_index, deep_prompts=deep_prompts, n_prompts=self.n_ctx).pooled
+        return nn.functional.normalize(out, dim=-1) if normalize else out
+
+
+class DeepPrompts(nn.Module):
+    """Learnable prompt tokens for layers ``0..depth-1`` of one tower (VPT-deep / MaPLe style).
+
+    ``length`` tokens per layer; with ``proj_dim`` the tokens live in that size and a linear
+    projection (plus dropout) maps them to the tower width, as in VPT's projected variant.
+    Returns the list the towers' ``deep_prompts`` hook takes.
+    """
+
+    def __init__(self, depth: int, length: int, width: int, proj_dim: int | None = None, dropout: float = 0.0,
+                 init_std: float = 0.02):
+        super().__init__()
+        if depth < 1 or length < 1:
+            raise ValueError(f"depth and length must be at least 1, got depth={depth}, length={length}")
+        dim = proj_dim or width
+        self.tokens = nn.Parameter(torch.randn(depth, length, dim) * init_std)
+        self.proj = nn.Linear(dim, width) if proj_dim else None
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def depth(self) -> int:
+        """Number of layers that receive prompts."""
+        return self.tokens.shape[0]
+
+    def forward(self) -> list[Tensor]:
+        """Per-layer prompt tokens, each (length, width)."""
+        t = self.proj(self.tokens) if self.proj is not None else self.tokens
+        return list(self.dropout(t).unbind(0))
+
+
+def prompt_probabilities(image_features: Tensor, text_features: Tensor, logit_scale: Tensor | float) -> Tensor:
+    """Softmax over classes of cosine similarities times exp(logit_scale) (N, C), in fp32.
+
+    ``logit_scale`` is CLIP's log-temperature parameter (``clip.logit_scale``). The head runs in fp32
+    because bf16 rounding of the logits costs ranking fidelity.
+    """
+    img = nn.functional.normalize(image_features.float(), dim=-1)
+    txt = nn.functional.normalize(text_features.float(), dim=-1)
+    scale = torch.as_tensor(logit_scale, device=img.device).float().exp()
+    return (scale * img @ txt.t()).softmax(dim=-1)
+
+
+__all__ = ["DeepPrompts", "TextPrompts", "prompt_probabilities"]

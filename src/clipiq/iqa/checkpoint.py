@@ -1,0 +1,134 @@
+"""Small checkpoints for methods that train a few tensors on top of a frozen (or partly tuned) CLIP.
+
+A method checkpoint is a safetensors file holding only the tensors that trained, plus metadata: the
+method name, the full experiment config, and the backbone it was trained on (load name, weights file
+and a fingerprint). Loading refuses a backbone whose fingerprint differs, because prompts trained on
+one CLIP mean nothing on another. The trainer's ``best.pt`` / ``last.pt`` payloads are read too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from clipiq.clip.model import CLIP
+
+FORMAT = "clipiq-method/1"
+
+
+class CheckpointError(ValueError):
+    """A method checkpoint is missing, malformed, for another method, or for another backbone."""
+
+
+@dataclass
+class MethodCheckpoint:
+    """What a method checkpoint holds."""
+
+    method: str
+    state: dict[str, torch.Tensor]
+    config: dict[str, Any]
+    backbone: dict[str, Any]
+    source: str = ""
+
+
+def backbone_fingerprint(clip: CLIP) -> str:
+    """The weights' file sha256 when known, else a sha256 over the tensors (random or in-memory models)."""
+    if clip.weights_sha256:
+        return clip.weights_sha256
+    cached = getattr(clip, "_tensor_digest", None)
+    if cached:
+        return cached
+    h = hashlib.sha256()
+    for k, v in sorted(clip.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    digest = "tensors:" + h.hexdigest()
+    clip._tensor_digest = digest
+    return digest
+
+
+def backbone_record(clip: CLIP, name: str | None, weights: str | None = None) -> dict[str, Any]:
+    """How to reload and recognise a backbone: load name, weights file, fingerprint and architecture."""
+    return {"name": name, "weights": weights, "sha256": backbone_fingerprint(clip), "arch": clip.cfg.name,
+            "weights_name": clip.weights_name}
+
+
+def check_backbone(ck: MethodCheckpoint, clip: CLIP) -> None:
+    """Raise CheckpointError when ``clip`` is not the backbone the checkpoint was trained on."""
+    want, have = ck.backbone.get("sha256"), backbone_fingerprint(clip)
+    if want != have:
+        raise CheckpointError(
+            f"{ck.source}: trained on backbone {ck.backbone.get('name') or ck.backbone.get('weights_name')!r} "
+            f"(sha256 {want}), but the loaded backbone {clip.weights_name!r} has sha256 {have}; prompts "
+            "trained on one CLIP do not transfer to another (load the checkpoint's own backbone)"
+        )
+
+
+def save_method_checkpoint(path: str | os.PathLike, method: str, state: dict[str, torch.Tensor],
+                           config: dict[str, Any], backbone: dict[str, Any]) -> Path:
+    """Write a method checkpoint as safetensors (atomically); returns the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "method": method, "config": json.dumps(config, default=str),
+            "backbone": json.dumps(backbone)}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    tmp = p.with_name(p.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, p)
+    return p
+
+
+def payload(method: str, state: dict[str, torch.Tensor], config: dict[str, Any],
+            backbone: dict[str, Any]) -> dict[str, Any]:
+    """The trainer-checkpoint form of a method checkpoint (``payload`` in best.pt / last.pt)."""
+    return {"format": FORMAT, "method": method, "state": {k: v.detach().cpu() for k, v in state.items()},
+            "config": config, "backbone": backbone}
+
+
+def read_method_checkpoint(path: str | os.PathLike, method: str | None = None) -> MethodCheckpoint:
+    """Read a method checkpoint (.safetensors, or a trainer best.pt/last.pt); check the method name."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    if p.suffix == ".safetensors":
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                meta = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
+        except Exception as e:  # safetensors raises its own error types for corrupt headers
+            raise CheckpointError(f"checkpoint {p} is not a readable safetensors file: {e}") from None
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"checkpoint {p} is not a clipiq method checkpoint (no {FORMAT!r} metadata)")
+        ck = MethodCheckpoint(meta["method"], state, json.loads(meta["config"]), json.loads(meta["backbone"]), str(p))
+    else:
+        try:
+            raw = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise CheckpointError(f"checkpoint {p} could not be read: {e}") from None
+        pl = raw.get("payload") if isinstance(raw, dict) else None
+        if not isinstance(pl, dict) or pl.get("format") != FORMAT:
+            raise CheckpointError(f"checkpoint {p} holds no clipiq method payload")
+        ck = MethodCheckpoint(pl["method"], pl["state"], pl["config"], pl["backbone"], str(p))
+    if method is not None and ck.method != method:
+        raise CheckpointError(f"checkpoint {p} is for method {ck.method!r}, not {method!r}")
+    return ck
+
+
+__all__ = [
+    "CheckpointError",
+    "MethodCheckpoint",
+    "backbone_fingerprint",
+    "backbone_record",
+    "check_backbone",
+    "payload",
+    "read_method_checkpoint",
+    "save_method_checkpoint",
+]
