@@ -30,12 +30,14 @@ def parse_value(text: str) -> Any:
 
 
 def metric_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Options for create_metric from --attributes, --checkpoint and --option KEY=VALUE."""
+    """Options for create_metric from --attributes, --checkpoint, --patch-stride and --option KEY=VALUE."""
     opts: dict[str, Any] = {}
     if getattr(args, "attributes", ""):
         opts["attributes"] = args.attributes
     if getattr(args, "checkpoint", None):
         opts["checkpoint"] = args.checkpoint
+    if getattr(args, "patch_stride", None) is not None:
+        opts["patch_stride"] = args.patch_stride
     for item in getattr(args, "option", []) or []:
         if "=" not in item:
             raise ValueError(f"--option expects KEY=VALUE, got {item!r}")

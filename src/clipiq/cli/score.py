@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "a rerun with the same file skips what is already scored")
     p.add_argument("--attributes", default="", help="clipiqa: extra attribute outputs, comma list or 'all'")
     p.add_argument("--checkpoint", help="trained checkpoint, for metrics that need one")
+    p.add_argument("--patch-stride", type=int, default=None,
+                   help="clip-dqa: stride of the local-patch grid in pixels (default: the checkpoint's, 64)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra metric option (repeatable)")
     p.set_defaults(func=run)
@@ -123,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
                            precision=args.precision, batch_size=args.batch_size, **options)
     model_name = getattr(getattr(metric, "clip", None), "weights_name", None) or args.model or ""
     random_weights = bool(getattr(getattr(metric, "clip", None), "cfg", None) and metric.clip.cfg.random)
-    base = {"metric": metric.name, "model": args.model or ""}
+    # A trained checkpoint is part of what produced a score, so resuming with another one is refused.
+    base = {"metric": metric.name, "model": getattr(metric, "model_id", None) or args.model or ""}
     columns = ["path", *metric.output_names, "error", "metric", "model"]
 
     previous = read_results(args.output) if args.output else []

@@ -6,6 +6,7 @@ from clipiq.train.engine import MetricsLog, Trainer, autocast, read_metrics, see
 # name -> "module" providing DEFAULTS and run(cfg, run_dir, device, resume, progress).
 TASKS: dict[str, str] = {
     "degradation-clip": "clipiq.train.degradation_clip",
+    "clip-dqa": "clipiq.train.clip_dqa",
 }
 
 __all__ = [

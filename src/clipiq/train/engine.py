@@ -103,9 +103,10 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The parameters that train plus all buffers: what a resume checkpoint needs (frozen backbones excluded)."""
-    out = {k: v for k, v in model.named_parameters() if v.requires_grad}
-    out.update(model.named_buffers())
-    return {k: v.detach() for k, v in out.items()}
+    params = dict(model.named_parameters())
+    # state_dict() holds only persistent buffers, which is what load_state_dict expects back.
+    return {k: v.detach() for k, v in model.state_dict(keep_vars=True).items()
+            if k not in params or params[k].requires_grad}
 
 
 def load_trainable_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -304,6 +305,8 @@ class Trainer:
         if not monitor:
             return
         value = float(res[monitor])
+        if math.isnan(value):  # e.g. SRCC of constant predictions: never a new best
+            value = -math.inf
         if self.plateau is not None:
             self.plateau.step(value)
         if self.best is None or value > self.best:

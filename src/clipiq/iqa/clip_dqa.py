@@ -1,0 +1,259 @@
+"""CLIP-DQA (Zeng et al., ISCAS 2025, arXiv 2502.01707): blind quality of dehazed images.
+
+A frozen CLIP sees a global view (the whole image resized to the model's input size) and a local
+view (one input-size patch of the full-resolution image) as one merged token stream behind a single
+class token, through the backbone's ``forward_tokens`` hook. Multimodal deep prompts (MaPLe-style)
+are the only trained tensors: ``n_ctx`` learnable text context vectors in front of "bad photo" /
+"good photo", new text prompt tokens at every later layer (replacing the previous layer's), and per
+layer a linear projection from the text prompts to the vision prompts of that layer. The score is
+the softmax probability of "good photo".
+
+Inference scores every input-size patch of the full-resolution image on a stride grid, each with the
+global view, and averages: the global view's patch tokens are computed once per image and the local
+patches run in batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from clipiq.clip.load import load_clip
+from clipiq.clip.model import CLIP
+from clipiq.clip.preprocess import Preprocess
+from clipiq.clip.prompts import TextPrompts, prompt_probabilities
+from clipiq.iqa.base import QualityMetric
+from clipiq.iqa.checkpoint import backbone_record, check_backbone, payload, read_method_checkpoint
+from clipiq.iqa.registry import MetricSpec, register_metric
+from clipiq.train.engine import load_trainable_state, trainable_state
+
+log = logging.getLogger(__name__)
+
+METHOD = "clip-dqa"
+
+#: The model section of a CLIP-DQA config (what a checkpoint needs to rebuild the prompts).
+MODEL_DEFAULTS: dict[str, Any] = {
+    "backbone": "ViT-B-32/openai",
+    "weights": None,
+    "n_ctx": 8,
+    "classnames": ["bad photo", "good photo"],
+    "depth": None,  # prompted layers; None = every layer both towers have
+    "patch_stride": 64,  # inference grid stride in pixels (the paper's unfold)
+    "val_stride": None,  # grid stride during validation (None = patch_stride); larger is faster
+    "patch_batch": 64,  # local patches per forward pass at inference
+}
+
+
+def resize_global(image: Tensor, size: int) -> Tensor:
+    """The global view: the whole (3,H,W) or (N,3,H,W) image resized to size x size (aspect not kept)."""
+    x = image.unsqueeze(0) if image.ndim == 3 else image
+    y = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp_(0, 1)
+    return y[0] if image.ndim == 3 else y
+
+
+def random_local(image: Tensor, size: int, rng: np.random.Generator) -> Tensor:
+    """One random size x size patch of the full-resolution (3,H,W) image (upscaled first when smaller)."""
+    h, w = image.shape[-2:]
+    if h < size or w < size:
+        s = size / min(h, w)
+        image = F.interpolate(image[None], size=(max(size, round(h * s)), max(size, round(w * s))),
+                              mode="bicubic", align_corners=False).clamp_(0, 1)[0]
+        h, w = image.shape[-2:]
+    top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    return image[:, top : top + size, left : left + size]
+
+
+class CLIPDQAModel(nn.Module):
+    """Frozen CLIP plus CLIP-DQA's multimodal deep prompts; implements the IQA protocol's model interface."""
+
+    method = METHOD
+
+    def __init__(self, clip: CLIP, preprocess: Preprocess, n_ctx: int = 8,
+                 classnames: Sequence[str] = ("bad photo", "good photo"), depth: int | None = None,
+                 patch_stride: int = 64, val_stride: int | None = None, patch_batch: int = 64,
+                 backbone: str | None = None, weights: str | None = None):
+        super().__init__()
+        if len(classnames) != 2:
+            raise ValueError(f"CLIP-DQA needs two class names (bad, good), got {list(classnames)!r}")
+        if patch_stride < 1 or (val_stride is not None and val_stride < 1):
+            raise ValueError(f"strides must be positive pixels, got patch_stride={patch_stride}, "
+                             f"val_stride={val_stride}")
+        layers = min(len(clip.visual.transformer.blocks), len(clip.text.transformer.blocks))
+        depth = layers if depth is None else int(depth)
+        if not 1 <= depth <= layers:
+            raise ValueError(f"depth must be between 1 and {layers} (the towers' shared depth), got {depth}")
+        self.clip = clip.requires_grad_(False)
+        self.preprocess = preprocess
+        self.size = preprocess.image_size
+        self.patch_stride, self.val_stride, self.patch_batch = int(patch_stride), val_stride, int(patch_batch)
+        self.backbone_name, self.backbone_weights = backbone, weights
+        wt, wv = clip.text.width, clip.visual.width
+        self.text_prompts = TextPrompts(clip, list(classnames), n_ctx=n_ctx)
+        # Layer 0's text prompts are the CoOp context; layers 1..depth-1 get fresh tokens.
+        self.text_deep = nn.Parameter(torch.randn(depth - 1, n_ctx, wt) * 0.02)
+        # MaPLe coupling: the vision prompts of layer i are a linear map of the text prompts of layer i.
+        self.couple = nn.ModuleList(nn.Linear(wt, wv) for _ in range(depth))
+        self._text_cache: Tensor | None = None
+
+    def train(self, mode: bool = True) -> CLIPDQAModel:
+        """Train mode for the prompts; the backbone stays in eval mode (it is frozen)."""
+        super().train(mode)
+        self.clip.eval()
+        self._text_cache = None
+        return self
+
+    def _text_layers(self) -> list[Tensor]:
+        return [self.text_prompts.ctx, *self.text_deep.unbind(0)]
+
+    def vision_prompts(self) -> list[Tensor]:
+        """Per-layer vision prompt tokens (n_ctx, vision width), projected from the text prompts."""
+        return [proj(t) for proj, t in zip(self.couple, self._text_layers())]
+
+    def text_features(self) -> Tensor:
+        """Normalised embeddings of the two prompted classes (2, embed_dim)."""
+        if not self.training and self._text_cache is not None:
+            return self._text_cache
+        deep = [None, *self.text_deep.unbind(0)]
+        feats = self.text_prompts(self.clip, deep_prompts=deep)
+        if not self.training:
+            self._text_cache = feats
+        return feats
+
+    def _encode(self, x: Tensor) -> Tensor:
+        return self.preprocess.normalize(x.to(self.clip.device, self.clip.dtype))
+
+    def quality(self, global_tokens: Tensor, local_tokens: Tensor, text: Tensor | None = None) -> Tensor:
+        """P(good photo) for merged [global, local] token streams (N,G,W) and (N,L,W)."""
+        out = self.clip.visual.forward_tokens([global_tokens, local_tokens], deep_prompts=self.vision_prompts())
+        text = self.text_features() if text is None else text
+        return prompt_probabilities(out.pooled, text, self.clip.logit_scale)[:, 1]
+
+    # ---- IQA protocol interface -------------------------------------------------------------------------
+
+    def train_views(self, image: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+        """The paper's training input: the global view and one random full-resolution local patch."""
+        return resize_global(image, self.size), random_local(image, self.size, rng)
+
+    def forward(self, global_view: Tensor, local_view: Tensor) -> Tensor:
+        """Scores (N,) for batches of [0,1] global views and local patches, each (N,3,S,S)."""
+        visual = self.clip.visual
+        g = visual.embed_patches(self._encode(global_view))
+        return self.quality(g, visual.embed_patches(self._encode(local_view)))
+
+    def training_losses(self, views: tuple[Tensor, Tensor], target: Tensor) -> dict[str, Tensor]:
+        """MSE between P(good photo) and the MOS scaled to [0,1]."""
+        pred = self(*views)
+        return {"loss": F.mse_loss(pred.float(), target.float())}
+
+    @torch.no_grad()
+    def score_image(self, image: Tensor, stride: int | None = None) -> Tensor:
+        """Average P(good photo) over every local patch on the stride grid of one (3,H,W) image."""
+        stride = stride or self.patch_stride
+        visual = self.clip.visual
+        g = visual.embed_patches(self._encode(resize_global(image, self.size)[None]))
+        patches = self.preprocess.patches(image[None], self.size, stride)[0]
+        text = self.text_features()
+        total = torch.zeros((), dtype=torch.float32, device=g.device)
+        for i in range(0, len(patches), self.patch_batch):
+            chunk = patches[i : i + self.patch_batch]
+            local = visual.embed_patches(self._encode(chunk))
+            total += self.quality(g.expand(len(chunk), -1, -1), local, text).float().sum()
+        return total / len(patches)
+
+    def predict(self, images: Sequence[Tensor], phase: str = "test") -> Tensor:
+        """Scores (N,) of [0,1] images by the full patch-grid inference (val_stride during validation)."""
+        stride = (self.val_stride or self.patch_stride) if phase == "val" else self.patch_stride
+        return torch.stack([self.score_image(img, stride) for img in images]).cpu()
+
+    def checkpoint_payload(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Only the prompts and projections, with the config and the backbone's identity."""
+        state = {k: v for k, v in trainable_state(self).items() if not k.startswith("clip.")}
+        return payload(METHOD, state, dict(config), backbone_record(self.clip, self.backbone_name,
+                                                                    self.backbone_weights))
+
+
+def build_model(model_cfg: Mapping[str, Any], device: torch.device | str | None = None, precision: str = "fp32",
+                clip: CLIP | None = None, preprocess: Preprocess | None = None) -> CLIPDQAModel:
+    """A CLIP-DQA model with fresh prompts on the backbone named in ``model_cfg``."""
+    cfg = {**MODEL_DEFAULTS, **dict(model_cfg)}
+    if clip is None or preprocess is None:
+        clip, preprocess = load_clip(cfg["backbone"], weights=cfg["weights"], device=device, precision=precision)
+    model = CLIPDQAModel(clip, preprocess, n_ctx=int(cfg["n_ctx"]), classnames=cfg["classnames"],
+                         depth=cfg["depth"], patch_stride=int(cfg["patch_stride"]), val_stride=cfg["val_stride"],
+                         patch_batch=int(cfg["patch_batch"]), backbone=cfg["backbone"], weights=cfg["weights"])
+    return model.to(clip.device)
+
+
+def load_model(checkpoint: str | os.PathLike, model: str | None = None, weights: str | None = None,
+               device: torch.device | str | None = None, precision: str = "fp32") -> CLIPDQAModel:
+    """Rebuild a trained CLIP-DQA from its checkpoint (refusing a backbone other than its own)."""
+    ck = read_method_checkpoint(checkpoint, METHOD)
+    mcfg = dict(ck.config.get("model", {}))
+    name = model or ck.backbone.get("name")
+    w = weights or ck.backbone.get("weights")
+    clip, preprocess = load_clip(name, weights=w, device=device, precision=precision)
+    check_backbone(ck, clip)
+    m = build_model({**mcfg, "backbone": name, "weights": w}, clip=clip, preprocess=preprocess)
+    load_trainable_state(m, ck.state, str(checkpoint))
+    return m.eval()
+
+
+class CLIPDQA(QualityMetric):
+    """The ``clip-dqa`` metric: a trained CLIP-DQA checkpoint behind the shared inference wrapper."""
+
+    name = METHOD
+    lower_better = False
+    score_range = (0.0, 1.0)
+
+    def __init__(self, model: str | None = None, weights: str | None = None, device: torch.device | None = None,
+                 precision: str = "fp32", checkpoint: str | os.PathLike | None = None,
+                 patch_stride: int | None = None, patch_batch: int | None = None, batch_size: int = 8):
+        if checkpoint is None:
+            raise ValueError("clip-dqa needs a trained checkpoint: create_metric('clip-dqa', checkpoint=FILE) or "
+                             "clipiq score --metric clip-dqa --checkpoint FILE (train one with "
+                             "`clipiq train clip-dqa --config configs/clip-dqa/dhd.yaml`)")
+        net = load_model(checkpoint, model=model, weights=weights, device=device, precision=precision)
+        super().__init__(net.clip.device, net.clip.dtype, batch_size)
+        if patch_stride is not None:
+            if int(patch_stride) < 1:
+                raise ValueError(f"patch_stride must be a positive number of pixels, got {patch_stride}")
+            net.patch_stride = int(patch_stride)
+        if patch_batch is not None:
+            net.patch_batch = int(patch_batch)
+        self.net = net
+        digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:12]
+        self.model_id = f"{net.clip.weights_name}+{Path(checkpoint).name}#{digest}"
+
+    @property
+    def clip(self) -> CLIP:
+        """The backbone (for callers that report which weights scored)."""
+        return self.net.clip
+
+    def score_prepared(self, batch: Tensor) -> dict[str, Tensor]:
+        """Patch-grid CLIP-DQA score of each image of the batch."""
+        return {"score": self.net.predict(list(batch))}
+
+
+register_metric(
+    MetricSpec(
+        name=METHOD,
+        factory=CLIPDQA,
+        description="CLIP-DQA: dehazed-image quality from global+local views with multimodal deep prompts "
+                    "(needs --checkpoint)",
+        paper="Zeng et al. CLIP-DQA: Blindly Evaluating Dehazed Images from Global and Local Perspectives "
+              "Using CLIP. ISCAS 2025 (arXiv 2502.01707)",
+        default_model=None,
+        needs_checkpoint=True,
+    )
+)
+
+__all__ = ["CLIPDQA", "CLIPDQAModel", "MODEL_DEFAULTS", "build_model", "load_model", "random_local", "resize_global"]

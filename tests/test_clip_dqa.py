@@ -1,0 +1,152 @@
+"""CLIP-DQA: merged global/local streams, multimodal deep prompts, patch-grid inference, checkpoints, CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import clipiq
+from clipiq.clip import load_clip
+from clipiq.clip.preprocess import grid_count
+from clipiq.iqa.checkpoint import CheckpointError, read_method_checkpoint, save_method_checkpoint
+from clipiq.iqa.clip_dqa import CLIPDQAModel, build_model, load_model, random_local, resize_global
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = build_model({"backbone": "test-tiny", "n_ctx": 4, "patch_stride": 96, "patch_batch": 5})
+    with torch.no_grad():  # non-trivial prompts so every piece matters
+        for p in m.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.5)
+    return m.eval()
+
+
+def test_only_prompts_train_and_gradients_reach_them(model):
+    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+    assert trainable and not any(k.startswith("clip.") for k in trainable)
+    assert {"text_prompts.ctx", "text_deep"} <= trainable and any(k.startswith("couple.") for k in trainable)
+    model.train()
+    views = model.train_views(torch.rand(3, 240, 300), np.random.default_rng(0))
+    assert [tuple(v.shape) for v in views] == [(3, 224, 224), (3, 224, 224)]
+    losses = model.training_losses(tuple(v[None].repeat(2, 1, 1, 1) for v in views), torch.tensor([0.2, 0.9]))
+    losses["loss"].backward()
+    for k, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, k
+        else:
+            assert p.grad is None, k
+    model.zero_grad(set_to_none=True)
+    model.eval()
+
+
+def test_one_stream_with_a_single_class_token(model):
+    clip = model.clip
+    g = clip.visual.embed_patches(torch.rand(1, 3, 224, 224))
+    loc = clip.visual.embed_patches(torch.rand(1, 3, 224, 224))
+    out = clip.visual.forward_tokens([g, loc], deep_prompts=model.vision_prompts(), return_tokens=True)
+    assert out.n_prompts == 4
+    assert out.tokens.shape[1] == g.shape[1] + loc.shape[1]  # both views' patch tokens, behind one CLS
+    # the vision prompts are the per-layer projections of the text prompts (MaPLe coupling)
+    vp = model.vision_prompts()
+    assert len(vp) == len(clip.visual.transformer.blocks)
+    torch.testing.assert_close(vp[1], model.couple[1](model.text_deep[0]))
+
+
+def test_patch_grid_inference_equals_the_naive_loop(model):
+    img = torch.rand(3, 300, 410)
+    stride = 96
+    fast = model.score_image(img, stride)
+    patches = model.preprocess.patches(img[None], 224, stride)[0]
+    assert len(patches) == grid_count(300, 224, stride) * grid_count(410, 224, stride) == 2 * 3  # borders reached: x at 0, 96, 186
+    g = resize_global(img, 224)[None]
+    with torch.no_grad():
+        naive = torch.stack([model(g, p[None])[0] for p in patches]).mean()
+    torch.testing.assert_close(fast, naive, atol=1e-5, rtol=1e-5)
+    assert 0 <= float(fast) <= 1
+
+
+def test_predict_uses_val_stride_in_validation(model):
+    img = torch.rand(3, 300, 420)
+    model.val_stride = 1000
+    try:
+        assert torch.allclose(model.predict([img], phase="val"), model.score_image(img, 1000)[None])
+        assert torch.allclose(model.predict([img], phase="test"), model.score_image(img, 96)[None])
+    finally:
+        model.val_stride = None
+
+
+def test_random_local_is_full_resolution_and_seeded():
+    img = torch.rand(3, 300, 260)
+    a = random_local(img, 224, np.random.default_rng(1))
+    b = random_local(img, 224, np.random.default_rng(1))
+    assert a.shape == (3, 224, 224) and torch.equal(a, b)
+    # a crop, not a resize: it is found verbatim in the image
+    found = any(torch.equal(img[:, y : y + 224, x : x + 224], a) for y in range(77) for x in range(37))
+    assert found
+    small = random_local(torch.rand(3, 100, 150), 224, np.random.default_rng(0))
+    assert small.shape == (3, 224, 224)
+
+
+def test_bad_configuration_errors():
+    clip, pre = load_clip("test-tiny")
+    with pytest.raises(ValueError, match="two class names"):
+        CLIPDQAModel(clip, pre, classnames=["a", "b", "c"])
+    with pytest.raises(ValueError, match="depth"):
+        CLIPDQAModel(clip, pre, depth=9)
+    with pytest.raises(ValueError, match="strides"):
+        CLIPDQAModel(clip, pre, patch_stride=0)
+
+
+def _save(model, path, config=None):
+    pl = model.checkpoint_payload(config or {"model": {"backbone": "test-tiny", "n_ctx": 4, "patch_stride": 96}})
+    return save_method_checkpoint(path, pl["method"], pl["state"], pl["config"], pl["backbone"])
+
+
+def test_checkpoint_is_small_and_reloads_exactly(model, tmp_path):
+    path = _save(model, tmp_path / "dqa.safetensors")
+    ck = read_method_checkpoint(path, "clip-dqa")
+    assert not any(k.startswith("clip.") for k in ck.state)
+    assert path.stat().st_size < 64_000  # prompts and projections only, no backbone
+    again = load_model(path)
+    img = torch.rand(3, 240, 260)
+    torch.testing.assert_close(again.score_image(img), model.score_image(img))
+
+
+def test_metric_needs_a_checkpoint_and_refuses_another_backbone(model, tmp_path):
+    with pytest.raises(ValueError, match="needs a trained checkpoint"):
+        clipiq.create_metric("clip-dqa")
+    path = _save(model, tmp_path / "dqa.safetensors")
+    metric = clipiq.create_metric("clip-dqa", checkpoint=path, patch_stride=128)
+    scores = metric(torch.rand(2, 3, 230, 250))
+    assert scores.shape == (2,) and ((scores >= 0) & (scores <= 1)).all()
+    # a checkpoint claiming another backbone's fingerprint is refused
+    pl = model.checkpoint_payload({"model": {"backbone": "test-tiny"}})
+    pl["backbone"]["sha256"] = "0" * 64
+    wrong = save_method_checkpoint(tmp_path / "wrong.safetensors", "clip-dqa", pl["state"], pl["config"],
+                                   pl["backbone"])
+    with pytest.raises(CheckpointError, match="do not transfer"):
+        clipiq.create_metric("clip-dqa", checkpoint=wrong)
+    with pytest.raises(ValueError, match="patch_stride"):
+        clipiq.create_metric("clip-dqa", checkpoint=path, patch_stride=0)
+
+
+def test_cli_score_with_checkpoint_and_stride(model, tmp_path, examples_dir, capsys):
+    from clipiq.cli.main import main
+
+    path = _save(model, tmp_path / "dqa.safetensors")
+    out = tmp_path / "scores.csv"
+    rc = main(["score", str(examples_dir), "--metric", "clip-dqa", "--checkpoint", str(path),
+               "--patch-stride", "160", "-o", str(out)])
+    assert rc == 0
+    text = out.read_text()
+    assert text.count("\n") == 1 + len(list(examples_dir.glob("*.png"))) + len(list(examples_dir.glob("*.jpg")))
+    assert "dqa.safetensors#" in text  # the checkpoint is part of the scores' identity
+    # resuming into the same file with another checkpoint is refused
+    other = _save(model, tmp_path / "other.safetensors", {"model": {"backbone": "test-tiny", "n_ctx": 4},
+                                                          "seed": 1})
+    assert main(["score", str(examples_dir), "--metric", "clip-dqa", "--checkpoint", str(other),
+                 "-o", str(out)]) == 2
+    assert "already holds scores" in capsys.readouterr().err
