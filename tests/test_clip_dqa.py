@@ -59,8 +59,9 @@ def test_patch_grid_inference_equals_the_naive_loop(model):
     img = torch.rand(3, 300, 410)
     stride = 96
     fast = model.score_image(img, stride)
+    # the grid reaches the borders: x at 0, 96, 186
     patches = model.preprocess.patches(img[None], 224, stride)[0]
-    assert len(patches) == grid_count(300, 224, stride) * grid_count(410, 224, stride) == 2 * 3  # borders reached: x at 0, 96, 186
+    assert len(patches) == grid_count(300, 224, stride) * grid_count(410, 224, stride) == 2 * 3
     g = resize_global(img, 224)[None]
     with torch.no_grad():
         naive = torch.stack([model(g, p[None])[0] for p in patches]).mean()

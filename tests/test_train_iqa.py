@@ -274,8 +274,8 @@ class _NoiseModel(nn.Module):
 
 
 def test_run_protocol_rounds_summary_and_resume(tmp_path):
-    from clipiq.train.iqa import IQA_DEFAULTS
     from clipiq.train.config import apply_overrides
+    from clipiq.train.iqa import IQA_DEFAULTS
 
     labels = _toy_labels(tmp_path)
     cfg = apply_overrides(IQA_DEFAULTS, ["protocol.rounds=3", "protocol.val_fraction=0.25", "train.epochs=6",
