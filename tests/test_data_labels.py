@@ -17,6 +17,8 @@ from clipiq.data.labels import (
     LabelFileError,
     read_csiq,
     read_csv_labels,
+    read_dhd,
+    read_exbedde,
     read_kadid10k,
     read_koniq10k,
     read_labels,
@@ -359,6 +361,60 @@ def test_spaq_attributes(tmp_path: Path) -> None:
     assert labels[0].path == tmp_path / "TestImage" / "00001.jpg"
     assert labels[0].score == 42.65 and labels[0].extra["Sharpness"] == 40.0
     assert set(labels[1].extra) == {"Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness"}
+
+
+# --- DHD and exBeDDE (dehazed images) -----------------------------------------------------------------
+
+
+def test_dhd_scene_and_method_from_names(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    rows = "0012_dcp.png,3.2\n0012_cap.png,4.1\n0013_dcp.png,2\n0013.png,1.5\n"
+    f = _write(tmp_path / "dhd_mos.csv", "image,mos\n" + rows)
+    labels = read_dhd(f)
+    assert labels.name == "dhd" and not labels.lower_is_better
+    assert labels[0].path == tmp_path / "images" / "0012_dcp.png" and labels[1].score == 4.1
+    expected = [("0012", "dcp"), ("0012", "cap"), ("0013", "dcp"), ("0013", None)]
+    assert [(s.scene, s.distortion) for s in labels] == expected
+    assert labels.groups() == ["0012", "0012", "0013", "0013"]
+    # a space-separated TXT with an explicit scene and a method column, and DMOS
+    txt = _write(tmp_path / "t" / "scores.txt", "filename  method scene DMOS\na.png DCP s1 0.5\nb.png  NLD s2 0.7\n")
+    other = read_dhd(txt, image_root=tmp_path / "imgs")
+    assert other.lower_is_better and other[1].path == tmp_path / "imgs" / "b.png"
+    assert [(s.scene, s.distortion, s.score) for s in other] == [("s1", "DCP", 0.5), ("s2", "NLD", 0.7)]
+    assert "method" not in other[0].extra
+    with pytest.raises(LabelFileError, match="cannot find the score column"):
+        read_dhd(_write(tmp_path / "bad.csv", "image,comment\n0001_dcp.png,ok\n"))
+
+
+def test_exbedde_scene_from_folder_or_name(tmp_path: Path) -> None:
+    f = _write(
+        tmp_path / "exBeDDE_scores.csv",
+        "image,score\nbeijing/beijing_1_dcp.png,0.61\nbeijing/dehazed/beijing_2_cap.png,0.72\n"
+        "shanghai/shanghai_1_dcp.png,0.3\nxian_3_nld.png,0.4\nlhasa.png,0.9\n",
+    )
+    labels = read_exbedde(f)
+    assert labels.name == "exbedde" and not labels.lower_is_better
+    assert labels[0].path == tmp_path / "beijing" / "beijing_1_dcp.png"
+    assert [s.scene for s in labels] == ["beijing", "beijing", "shanghai", "xian", "lhasa"]
+    assert [s.distortion for s in labels] == ["dcp", "cap", "dcp", "nld", None]
+    assert labels[1].extra["hazy"] == "beijing_2" and "hazy" not in labels[4].extra
+    # an explicit scene column wins; absolute paths outside the root use their parent folder
+    outside = tmp_path / "elsewhere" / "tianjin" / "tianjin_4_gfn.png"
+    g = _write(tmp_path / "g.csv", f"image,mos,city\nbeijing/beijing_1_dcp.png,1,bj\n{outside},2,\n")
+    other = read_exbedde(g, image_root=tmp_path / "root")
+    assert other[0].path == tmp_path / "root" / "beijing" / "beijing_1_dcp.png" and other[0].extra["city"] == "bj"
+    assert [(s.scene, s.distortion) for s in other] == [("beijing", "dcp"), ("tianjin", "gfn")]
+    h = _write(tmp_path / "h.csv", "image,mos,scene\nbeijing/beijing_1_dcp.png,1,bj\n")
+    assert read_exbedde(h)[0].scene == "bj"
+
+
+def test_read_labels_dehazed_formats(tmp_path: Path) -> None:
+    dhd = _write(tmp_path / "d" / "DHD_mos.txt", "image mos\n0001_dcp.png 3\n")  # not TID2013's 'MOS name'
+    ex = _write(tmp_path / "e" / "exbedde.csv", "image,score\nbeijing/beijing_1_dcp.png,0.5\n")
+    assert read_labels(dhd).name == "dhd" and read_labels(ex).name == "exbedde"
+    mine = _write(tmp_path / "m" / "mine.csv", "image,mos\n0001_dcp.png,3\n")
+    assert read_labels(mine, format="dhd")[0].scene == "0001"
+    assert read_labels(mine, format="exbedde")[0].scene == "0001"
 
 
 # --- format guessing ----------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""``clipiq make-dataset``: degrade a folder of clean photos into a synthetic IQA set (KADID-10k layout)."""
+"""``clipiq make-dataset``: turn a folder of clean photos into a synthetic IQA set.
+
+``--kind degraded`` (default) degrades the photos in the KADID-10k layout; ``--kind dehazed`` hazes them and
+runs classic dehazers, labelling each result with its SSIM against the photo (a full-reference proxy).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import sys
 logger = logging.getLogger(__name__)
 
 __all__ = ["register", "run"]
+
+KINDS = ("degraded", "dehazed")
 
 
 def _int_list(text: str) -> list[int]:
@@ -24,7 +30,7 @@ def _int_list(text: str) -> list[int]:
 def _name_list(text: str) -> list[str]:
     names = [v.strip() for v in text.split(",") if v.strip()]
     if not names:
-        raise argparse.ArgumentTypeError("expected at least one degradation name")
+        raise argparse.ArgumentTypeError("expected at least one name")
     return names
 
 
@@ -32,18 +38,27 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``make-dataset`` subcommand to ``subparsers``."""
     p = subparsers.add_parser(
         "make-dataset",
-        help="degrade clean photos into a synthetic IQA dataset (KADID-10k layout)",
+        help="degrade (or haze and dehaze) clean photos into a synthetic IQA dataset",
         description=(
-            "Write I01.png.. (references), I01_TT_LL.png (distorted), dmos.csv and distortions.json to "
-            "OUT_DIR. dmos is levels+1-level (higher is better, as in KADID-10k), not a human score."
+            "--kind degraded: write I01.png.. (references), I01_TT_LL.png (distorted), dmos.csv and "
+            "distortions.json to OUT_DIR (KADID-10k layout); dmos is levels+1-level (higher is better, as in "
+            "KADID-10k). --kind dehazed: write S001.png.. (references), S001_hL_DEHAZER.png (hazed at level "
+            "L, then dehazed), dataset.json and labels.csv; mos is the SSIM against the reference. "
+            "Neither is a human score."
         ),
     )
     p.add_argument("photos_dir", metavar="PHOTOS_DIR", help="folder of clean photos (searched recursively)")
     p.add_argument("out_dir", metavar="OUT_DIR", help="output folder")
+    p.add_argument("--kind", choices=KINDS, default="degraded",
+                   help="degraded: KADID-style distortions (default); dehazed: hazed then dehazed images")  # fmt: skip
     p.add_argument("--degradations", type=_name_list, default=None,
-                   help="comma-separated degradation names (default: all)")  # fmt: skip
-    p.add_argument("--levels", type=_int_list, default=[1, 2, 3, 4, 5],
-                   help="comma-separated severity levels (default: 1,2,3,4,5)")  # fmt: skip
+                   help="comma-separated degradation names (--kind degraded; default: all)")  # fmt: skip
+    p.add_argument("--levels", type=_int_list, default=None,
+                   help="comma-separated severity levels (default: 1,2,3,4,5); with --kind dehazed, the haze "
+                        "levels (default: 2,3,4,5)")  # fmt: skip
+    p.add_argument("--dehazers", type=_name_list, default=None,
+                   help="comma-separated dehazer names (--kind dehazed; default: all of "
+                        "none,gamma,contrast,dcp-weak,dcp,dcp-strong)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--crop", type=int, default=None, help="centre-crop photos to this size in pixels")
     p.add_argument("--max-photos", type=int, default=None, help="use only the first N photos (sorted)")
@@ -55,25 +70,58 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Build the dataset described by ``args``; returns the process exit code."""
-    from clipiq.data.synthetic import write_synthetic_dataset
-
+    kind = getattr(args, "kind", "degraded")
     try:
-        labels = write_synthetic_dataset(
-            args.photos_dir,
-            args.out_dir,
-            degradations=args.degradations,
-            levels=args.levels,
-            seed=args.seed,
-            crop=args.crop,
-            max_photos=args.max_photos,
-            workers=args.workers,
-            overwrite=args.overwrite,
-        )
+        if kind == "dehazed":
+            return _run_dehazed(args)
+        if getattr(args, "dehazers", None) is not None:
+            raise ValueError("--dehazers applies to --kind dehazed only")
+        return _run_degraded(args)
     except (ValueError, OSError) as e:
         print(f"clipiq make-dataset: error: {e}", file=sys.stderr)
         return 2
+
+
+def _run_degraded(args: argparse.Namespace) -> int:
+    from clipiq.data.synthetic import DEFAULT_LEVELS, write_synthetic_dataset
+
+    labels = write_synthetic_dataset(
+        args.photos_dir,
+        args.out_dir,
+        degradations=args.degradations,
+        levels=args.levels if args.levels is not None else DEFAULT_LEVELS,
+        seed=args.seed,
+        crop=args.crop,
+        max_photos=args.max_photos,
+        workers=args.workers,
+        overwrite=args.overwrite,
+    )
     n_refs = len({s.ref for s in labels})
     n_types = len({s.distortion for s in labels})
     print(f"wrote {len(labels)} distorted images ({n_refs} references x {n_types} distortions) "
           f"to {labels.source}")  # fmt: skip
+    return 0
+
+
+def _run_dehazed(args: argparse.Namespace) -> int:
+    from clipiq.data.dehazed import DEFAULT_HAZE_LEVELS, write_synthetic_dehazed_dataset
+
+    if args.degradations is not None:
+        raise ValueError("--degradations applies to --kind degraded only (use --dehazers)")
+    labels = write_synthetic_dehazed_dataset(
+        args.photos_dir,
+        args.out_dir,
+        levels=args.levels if args.levels is not None else DEFAULT_HAZE_LEVELS,
+        dehazers=args.dehazers,
+        seed=args.seed,
+        crop=args.crop,
+        max_photos=args.max_photos,
+        workers=args.workers,
+        overwrite=args.overwrite,
+    )
+    n_refs = len({s.ref for s in labels})
+    n_levels = len({s.level for s in labels})
+    n_dehazers = len({s.distortion for s in labels})
+    print(f"wrote {len(labels)} dehazed images ({n_refs} references x {n_levels} haze levels x "
+          f"{n_dehazers} dehazers) to {labels.source}")  # fmt: skip
     return 0

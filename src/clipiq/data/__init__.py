@@ -1,6 +1,7 @@
-"""Image I/O, IQA label datasets, synthetic data and paired restoration data."""
+"""Image I/O, IQA label datasets, synthetic (degraded and dehazed) data and paired restoration data."""
 
 from clipiq.data.datasets import IQADataset, skip_bad_collate
+from clipiq.data.dehazed import synthetic_dehazed_labels, write_synthetic_dehazed_dataset
 from clipiq.data.io import ImageLoadError, list_images, load_image, open_image, save_image
 from clipiq.data.labels import (
     IQALabels,
@@ -8,6 +9,8 @@ from clipiq.data.labels import (
     LabelFileError,
     read_csiq,
     read_csv_labels,
+    read_dhd,
+    read_exbedde,
     read_kadid10k,
     read_koniq10k,
     read_labels,
@@ -47,6 +50,8 @@ __all__ = [
     "open_image",
     "read_csiq",
     "read_csv_labels",
+    "read_dhd",
+    "read_exbedde",
     "read_kadid10k",
     "read_koniq10k",
     "read_labels",
@@ -58,5 +63,7 @@ __all__ = [
     "skip_bad_collate",
     "split_by_group",
     "synthesize",
+    "synthetic_dehazed_labels",
     "write_synthetic_dataset",
+    "write_synthetic_dehazed_dataset",
 ]

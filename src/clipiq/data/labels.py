@@ -33,6 +33,8 @@ __all__ = [
     "LabelFileError",
     "read_csiq",
     "read_csv_labels",
+    "read_dhd",
+    "read_exbedde",
     "read_kadid10k",
     "read_koniq10k",
     "read_labels",
@@ -85,8 +87,12 @@ _SCORE_COLUMNS = (
 _REF_COLUMNS = (
     "ref_img_path", "ref_img", "ref_image", "ref_path", "reference_image", "reference", "ref", "ref_name",
 )  # fmt: skip
-_DISTORTION_COLUMNS = ("distortion", "dist_type", "dst_type", "distortion_type", "type")
-_LEVEL_COLUMNS = ("level", "dist_level", "dst_lev", "dst_level", "distortion_level", "lev", "severity")
+_DISTORTION_COLUMNS = ("distortion", "dist_type", "dst_type", "distortion_type", "type", "dehazer")
+_LEVEL_COLUMNS = (
+    "level", "dist_level", "dst_lev", "dst_level", "distortion_level", "lev", "severity", "haze_level",
+)  # fmt: skip
+# The dehazing method in dehazed-image databases (DHD, exBeDDE), when no distortion column is present.
+_METHOD_COLUMNS = ("method", "dehazing_method", "dehaze_method", "algorithm", "dehazer")
 _SCENE_COLUMNS = ("scene", "scene_id", "content", "content_id", "group", "ref_id")
 
 _SPLIT_NAMES = {
@@ -234,7 +240,10 @@ def _sniff_delimiter(text: str) -> str:
     first = text.split("\n", 1)[0]
     counts = {d: first.count(d) for d in (",", ";", "\t")}
     best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] > 0 else ","
+    if counts[best] > 0:
+        return best
+    # Space-separated TXT tables ("image mos"); a one-column file reads the same either way.
+    return " " if len(first.split()) > 1 else ","
 
 
 def _read_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -247,7 +256,9 @@ def _read_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         text = path.read_text(encoding="latin-1")
-    reader = csv.reader(text.splitlines(), delimiter=_sniff_delimiter(text))
+    delimiter = _sniff_delimiter(text)
+    # runs of spaces are one separator in space-separated tables
+    reader = csv.reader(text.splitlines(), delimiter=delimiter, skipinitialspace=delimiter == " ")
     rows = [(i + 1, [c.strip() for c in row]) for i, row in enumerate(reader) if any(c.strip() for c in row)]
     if not rows:
         raise LabelFileError(path, "file is empty")
@@ -679,6 +690,89 @@ def read_spaq(label_file: PathLike, image_root: PathLike | None = None) -> IQALa
     return IQALabels([s for _, _, s in parsed], lower_is_better=False, source=path, name="spaq")
 
 
+def _prefix_scene(name: str) -> str:
+    """The name's part before the first ``_`` (``0012_dcp.png`` -> ``0012``), else its leading digits."""
+    stem = Path(name).stem
+    if "_" in stem:
+        return stem.split("_", 1)[0]
+    m = re.match(r"\d+", stem)
+    return m.group(0) if m else stem
+
+
+def _read_dehazed_table(path: Path, root: Path) -> tuple[list[str], list[tuple[int, list[str], IQASample]], bool]:
+    """Parse a dehazed-image label table; a method column fills ``distortion`` when that is missing."""
+    header, parsed = _parse_csv(path, root, {})
+    score_col = _find_column(path, header, None, _SCORE_COLUMNS, "score", True)
+    lower_is_better = "dmos" in _norm(header[score_col])  # type: ignore[index]
+    method_col = _find_column(path, header, None, _METHOD_COLUMNS, "method", False)
+    for line, row, s in parsed:
+        if method_col is not None and s.distortion is None:
+            s.distortion = _cell(path, line, row, method_col, header)
+            s.extra.pop(header[method_col], None)
+    return header, parsed, lower_is_better
+
+
+def read_dhd(label_file: PathLike, image_root: PathLike | None = None) -> IQALabels:
+    """DHD (dehazed-image quality database: 250 hazy scenes, each dehazed by 7 methods) from a label table.
+
+    The official label format could not be checked when this reader was written, so it accepts any
+    CSV/TSV/semicolon or space-separated TXT table whose header names an image column and a MOS column,
+    detected as in :func:`read_csv_labels` (``image,mos``, ``filename MOS``...); a DMOS column makes
+    ``lower_is_better`` True. Scene: a ``scene`` column when present, else the file name's part before the
+    first ``_`` (``0012_dcp.png`` -> ``"0012"``), else its leading digits (``0012.png`` -> ``"0012"``).
+    Method (``distortion``): a distortion/method column, else the rest of the name (``"dcp"``).
+    ``image_root`` defaults to ``images/`` beside the file when present, else the file's folder.
+    """
+    path = Path(label_file)
+    root = Path(image_root) if image_root is not None else _default_root(path, "images")
+    _, parsed, lower_is_better = _read_dehazed_table(path, root)
+    samples = []
+    for _, _, s in parsed:
+        stem = s.path.stem
+        if s.scene is None:
+            s.scene = _prefix_scene(s.path.name)
+        if s.distortion is None and "_" in stem:
+            s.distortion = stem.split("_", 1)[1]
+        samples.append(s)
+    return IQALabels(samples, lower_is_better=lower_is_better, source=path, name="dhd")
+
+
+# <city>_<n>_<method>.<ext>, the exBeDDE naming: beijing_3_dcp.png.
+_CITY_INDEX_METHOD = re.compile(r"^(?P<city>[^_]+)_(?P<index>\d+)_(?P<method>.+)$")
+
+
+def read_exbedde(label_file: PathLike, image_root: PathLike | None = None) -> IQALabels:
+    """exBeDDE (12 cities, 167 hazy images each dehazed by 10 methods) from a label table.
+
+    The official label format could not be checked when this reader was written, so it accepts any table
+    :func:`read_csv_labels` can read with an image column and a score/MOS column; images are expected as
+    ``<city>/<city>_<n>_<method>.png`` or similar. Scene (the city, so that splits keep a city's views
+    together): a ``scene`` column when present, else the first folder of the image path below
+    ``image_root`` (the parent folder's name for paths outside it), else the file name's part before the
+    first ``_``. For names like ``beijing_3_dcp.png`` the method becomes ``distortion`` (unless a
+    distortion/method column gives it) and ``extra["hazy"]`` the hazy image's id ``beijing_3``.
+    ``image_root`` defaults to the file's folder.
+    """
+    path = Path(label_file)
+    root = Path(image_root) if image_root is not None else path.parent
+    _, parsed, lower_is_better = _read_dehazed_table(path, root)
+    samples = []
+    for _, _, s in parsed:
+        if s.scene is None:
+            try:
+                folders = s.path.relative_to(root).parts[:-1]
+            except ValueError:
+                folders = (s.path.parent.name,)
+            s.scene = folders[0] if folders and folders[0] else _prefix_scene(s.path.name)
+        m = _CITY_INDEX_METHOD.match(s.path.stem)
+        if m is not None:
+            if s.distortion is None:
+                s.distortion = m["method"]
+            s.extra.setdefault("hazy", f"{m['city']}_{m['index']}")
+        samples.append(s)
+    return IQALabels(samples, lower_is_better=lower_is_better, source=path, name="exbedde")
+
+
 _READERS = {
     "csv": read_csv_labels,
     "koniq10k": read_koniq10k,
@@ -687,6 +781,8 @@ _READERS = {
     "tid2013": read_tid2013,
     "csiq": read_csiq,
     "spaq": read_spaq,
+    "dhd": read_dhd,
+    "exbedde": read_exbedde,
 }
 
 
@@ -694,6 +790,10 @@ def _guess_format(path: Path) -> str:
     name = path.name.lower()
     if name.endswith(".mat"):
         return "live_challenge"
+    if name.startswith("dhd"):
+        return "dhd"
+    if name.startswith("exbedde"):
+        return "exbedde"
     if name.endswith(".txt") and "mos" in name:
         return "tid2013"
     if name.startswith("koniq"):

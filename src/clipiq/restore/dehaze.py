@@ -6,7 +6,9 @@ processed independently, so a batched result equals the per-image results.
 
 * :func:`dark_channel_prior`: He, Sun and Tang, "Single Image Haze Removal Using Dark Channel Prior"
   (CVPR 2009), with the transmission refined by a guided filter (He, Sun and Tang, ECCV 2010) instead of
-  soft matting.
+  soft matting. The airlight is the mean colour of the brightest 0.1% of dark-channel pixels; the
+  guided filter uses the luma as guide and, unless ``radius`` is given, a radius of 4 patch half-widths
+  (28 for the default 15-pixel patch) capped at an eighth of the image's shorter side.
 * :func:`contrast_stretch` and :func:`gamma_restore`: global tone curves that remove some of the veil
   but know nothing about depth; weak "dehazers".
 
@@ -69,13 +71,17 @@ def _grey(x: Tensor) -> Tensor:
 
 def _box_sum_1d(x: Tensor, radius: int, dim: int) -> tuple[Tensor, Tensor]:
     """Sums over windows of half-width ``radius`` along ``dim`` (clipped at the borders), and the counts."""
-    t = x.movedim(dim, -1)
-    n = t.shape[-1]
-    c = torch.cat([torch.zeros_like(t[..., :1]), t.cumsum(dim=-1)], dim=-1)
+    n = x.shape[dim]
+    c = x.cumsum(dim=dim)
+    # The integral image padded with radius+1 zeros in front and `radius` copies of the total behind, so
+    # every window sum, including windows clipped at the borders, is a difference of two shifted slices.
+    head = torch.zeros_like(c.narrow(dim, 0, 1)).repeat_interleave(radius + 1, dim=dim)
+    tail = c.narrow(dim, n - 1, 1).repeat_interleave(radius, dim=dim)
+    ext = torch.cat([head, c, tail], dim=dim)
+    sums = ext.narrow(dim, 2 * radius + 1, n) - ext.narrow(dim, 0, n)
     idx = torch.arange(n, device=x.device)
-    hi = (idx + radius + 1).clamp(max=n)
-    lo = (idx - radius).clamp(min=0)
-    return (c[..., hi] - c[..., lo]).movedim(-1, dim), (hi - lo)
+    count = (idx + radius + 1).clamp(max=n) - (idx - radius).clamp(min=0)
+    return sums, count
 
 
 def _box_mean(x: Tensor, radius: int) -> Tensor:
@@ -103,19 +109,25 @@ def guided_filter(guide: Tensor, src: Tensor, radius: int, eps: float = 1e-3) ->
         )
     r = _check_int(radius, "radius", 1)
     eps = _check_real(eps, "eps", 0.0, math.inf, lo_open=True)
-    mean_i = _box_mean(guide, r)
-    mean_p = _box_mean(src, r)
-    var_i = _box_mean(guide * guide, r) - mean_i * mean_i
-    cov_ip = _box_mean(guide * src, r) - mean_i * mean_p
+    c = src.shape[1]
+    # one box pass over all four statistics (the integral images are the expensive part)
+    stats = _box_mean(torch.cat([guide, guide * guide, src, guide * src], dim=1), r)
+    mean_i, mean_ii, mean_p, mean_ip = stats.split([1, 1, c, c], dim=1)
+    var_i = mean_ii - mean_i * mean_i
+    cov_ip = mean_ip - mean_i * mean_p
     # eps decides what counts as an edge: windows with variance well below eps are smoothed flat.
     a = cov_ip / (var_i + eps)
     b = mean_p - a * mean_i
-    return _box_mean(a, r) * guide + _box_mean(b, r)
+    mean_a, mean_b = _box_mean(torch.cat([a, b], dim=1), r).split([c, c], dim=1)
+    return mean_a * guide + mean_b
 
 
 def _min_filter(x: Tensor, patch: int) -> Tensor:
     # max_pool pads with -inf, so negated it ignores the outside: windows shrink at the borders.
-    return -F.max_pool2d(-x, kernel_size=patch, stride=1, padding=patch // 2)
+    # A square min is separable: two 1-D passes cost 2*patch comparisons per pixel instead of patch^2.
+    p = patch // 2
+    y = -F.max_pool2d(-x, kernel_size=(patch, 1), stride=1, padding=(p, 0))
+    return -F.max_pool2d(-y, kernel_size=(1, patch), stride=1, padding=(0, p))
 
 
 def _dark_channel(x: Tensor, patch: int) -> Tensor:
@@ -135,8 +147,9 @@ def _airlight(x: Tensor, dark: Tensor) -> Tensor:
 
 def _default_radius(patch: int, h: int, w: int) -> int:
     # He et al. pair a 15-pixel patch with a guided-filter radius of about 4 patch half-widths on
-    # 600-pixel photos; on small crops that radius would average over the whole image, so cap it.
-    return max(1, min(4 * (patch // 2), min(h, w) // 4))
+    # 600-pixel photos; on small crops that radius would average over much of the image, so cap it at an
+    # eighth of the shorter side (on 128-pixel crops of haze-free photos this restores best by SSIM).
+    return max(1, min(4 * (patch // 2), min(h, w) // 8))
 
 
 def dark_channel_prior(
