@@ -151,3 +151,25 @@ def test_cli_score_with_checkpoint_and_stride(model, tmp_path, examples_dir, cap
     assert main(["score", str(examples_dir), "--metric", "clip-dqa", "--checkpoint", str(other),
                  "-o", str(out)]) == 2
     assert "already holds scores" in capsys.readouterr().err
+
+
+def test_train_cli_end_to_end_on_synthetic_dehazed(tmp_path, photos_dir, capsys):
+    import json
+
+    from clipiq.cli.main import main
+    from clipiq.train.engine import read_metrics
+
+    run = tmp_path / "run"
+    rc = main(["train", "clip-dqa", "--config", "configs/clip-dqa/tiny.yaml", "--run-dir", str(run),
+               f"data.photos={photos_dir / 'kodak24'}", f"data.cache_dir={tmp_path / 'data'}"])
+    assert rc == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["rounds"] == 2 and summary["n_images"] == 6 * 2 * 3
+    assert -1 <= summary["srcc_median"] <= 1 and "plcc_mean" in summary
+    rows = (run / "rounds.csv").read_text().splitlines()
+    assert len(rows) == 3
+    log = read_metrics(run / "round00" / "metrics.csv")
+    assert {r["step"] for r in log if r["phase"] == "val" and r["name"] == "srcc"} == {3, 6}  # once per epoch
+    metric = clipiq.create_metric("clip-dqa", checkpoint=summary["checkpoint"])
+    labels = sorted((tmp_path / "data").rglob("*_dcp.png"))
+    assert metric(labels[:2]).shape == (2,)

@@ -7,6 +7,8 @@ from clipiq.train.engine import MetricsLog, Trainer, autocast, read_metrics, see
 TASKS: dict[str, str] = {
     "degradation-clip": "clipiq.train.degradation_clip",
     "clip-dqa": "clipiq.train.clip_dqa",
+    "grmp-pretrain": "clipiq.train.grmp_pretrain",
+    "grmp-finetune": "clipiq.train.grmp_finetune",
 }
 
 __all__ = [

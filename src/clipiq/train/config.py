@@ -61,7 +61,7 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Sequence[str], strict: bo
             if not isinstance(node[k], dict):
                 raise ConfigError(f"override {item!r}: {'.'.join(keys[: i + 1])!r} is not a section")
             node = node[k]
-        if strict and keys[-1] not in node:
+        if strict and node and keys[-1] not in node:  # an empty mapping is free-form (see merge)
             known = ", ".join(sorted(node)) or "none"
             raise ConfigError(f"override {item!r}: unknown key {'.'.join(keys)!r} (known here: {known})")
         node[keys[-1]] = value
@@ -93,7 +93,8 @@ def merge(base: Mapping[str, Any], new: Mapping[str, Any], strict: bool = False,
         if strict and k not in out:
             raise ConfigError(f"{where}: unknown key {k!r} (known: {', '.join(sorted(out))})")
         if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = merge(out[k], v, strict=strict, where=f"{where}:{k}")
+            # An empty default mapping (e.g. data.options) is free-form: its keys are not checked.
+            out[k] = merge(out[k], v, strict=strict and bool(out[k]), where=f"{where}:{k}")
         else:
             out[k] = copy.deepcopy(v)
     return out
