@@ -296,6 +296,9 @@ def test_run_protocol_rounds_summary_and_resume(tmp_path):
     assert saved["srcc_median"] == pytest.approx(summary["srcc_median"])
     ck = read_method_checkpoint(summary["checkpoint"], "toy")
     assert set(ck.state) == {"a", "b"}
+    # finished rounds keep their small checkpoint, not the trainer's resume files
+    assert not (tmp_path / "run" / "round00" / "last.pt").exists()
+    assert not (tmp_path / "run" / "round00" / "best.pt").exists()
     # a rerun reuses finished rounds instead of training again
     again = run_protocol(cfg, tmp_path / "run", torch.device("cpu"), build, progress=False, labels=labels)
     assert len(built) == 3 and again["srcc_mean"] == pytest.approx(summary["srcc_mean"])

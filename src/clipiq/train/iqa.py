@@ -63,6 +63,7 @@ IQA_DEFAULTS: dict[str, Any] = {
         "group": "auto",  # auto | scene | ref | path
         "shots": None,  # few-shot: k labelled images drawn from the training part
         "only_round": None,  # run one round (e.g. to spread rounds over machines)
+        "keep_checkpoints": False,  # keep a finished round's last.pt/best.pt (its checkpoint.safetensors stays)
         "eval_batch": 16,
     },
     "train": {
@@ -381,6 +382,10 @@ def run_protocol(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.devi
                "n_test": len(split.test), "steps": fit["steps"], "stopped_early": fit["stopped_early"],
                "val_srcc": trainer.best, **res, "checkpoint": str(ck)}
         done.write_text(json.dumps(row, indent=1))
+        if not pcfg.get("keep_checkpoints"):
+            # A finished round is never resumed; with a tuned ViT-B-16 these hold hundreds of MB each.
+            for f in (trainer.last_path, trainer.best_path):
+                f.unlink(missing_ok=True)
         log.info("round %d: test srcc %.4f plcc %.4f (val srcc %.4f)", r, res["srcc"], res["plcc"], trainer.best)
         rows.append(row)
     with (run_dir / "rounds.csv").open("w", newline="", encoding="utf-8") as f:
