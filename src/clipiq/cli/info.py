@@ -25,7 +25,7 @@ def run_metrics(args: argparse.Namespace) -> int:
             "metric": s.name,
             "better": "lower" if s.lower_better else "higher",
             "range": f"{s.score_range[0]:g}..{s.score_range[1]:g}",
-            "default model": s.default_model or "",
+            "default model": s.default_model or ("the checkpoint's" if s.needs_checkpoint else ""),
             "checkpoint": "required" if s.needs_checkpoint else "",
             "description": s.description,
         }
