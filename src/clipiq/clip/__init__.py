@@ -4,14 +4,17 @@ from clipiq.clip.config import ARCHITECTURES, CLIPConfig, PreprocessConfig, Text
 from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP, TowerOutput, build_model
 from clipiq.clip.preprocess import Preprocess
+from clipiq.clip.prompts import DeepPrompts, TextPrompts
 from clipiq.clip.tokenizer import tokenize
 
 __all__ = [
     "ARCHITECTURES",
     "CLIP",
     "CLIPConfig",
+    "DeepPrompts",
     "Preprocess",
     "PreprocessConfig",
+    "TextPrompts",
     "TextConfig",
     "TowerOutput",
     "VisionConfig",
