@@ -36,7 +36,7 @@ from clipiq.clip.preprocess import Preprocess  # noqa: E402
 from clipiq.data.io import load_image  # noqa: E402
 from clipiq.eval.correlation import plcc, srcc  # noqa: E402
 from clipiq.iqa import create_metric  # noqa: E402
-from clipiq.iqa.clip_dqa import CLIPDQAModel, load_model, resize_global  # noqa: E402
+from clipiq.iqa.clip_dqa import CLIPDQAModel, load_model  # noqa: E402
 from clipiq.train import clip_dqa as task  # noqa: E402
 from clipiq.train.config import load_config  # noqa: E402
 from clipiq.train.iqa import ImageCache, load_iqa_labels, normalised_targets, predict_indices, round_split  # noqa: E402
@@ -92,7 +92,7 @@ def _vit_b32_model(precision: str) -> CLIPDQAModel:
 def _naive(model: CLIPDQAModel, image: torch.Tensor, stride: int) -> float:
     # What a straightforward port does: each patch alone, with the global view re-embedded each time.
     patches = model.preprocess.patches(image[None], model.size, stride)[0]
-    g = resize_global(image, model.size)[None]
+    g = model.global_view(image)[None]
     return float(torch.stack([model(g, p[None])[0] for p in patches]).mean())
 
 

@@ -10,7 +10,7 @@ import clipiq
 from clipiq.clip import load_clip
 from clipiq.clip.preprocess import grid_count
 from clipiq.iqa.checkpoint import CheckpointError, read_method_checkpoint, save_method_checkpoint
-from clipiq.iqa.clip_dqa import CLIPDQAModel, build_model, load_model, random_local, resize_global
+from clipiq.iqa.clip_dqa import CLIPDQAModel, build_model, load_model
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_patch_grid_inference_equals_the_naive_loop(model):
     # the grid reaches the borders: x at 0, 96, 186
     patches = model.preprocess.patches(img[None], 224, stride)[0]
     assert len(patches) == grid_count(300, 224, stride) * grid_count(410, 224, stride) == 2 * 3
-    g = resize_global(img, 224)[None]
+    g = model.global_view(img)[None]
     with torch.no_grad():
         naive = torch.stack([model(g, p[None])[0] for p in patches]).mean()
     torch.testing.assert_close(fast, naive, atol=1e-5, rtol=1e-5)
@@ -79,15 +79,17 @@ def test_predict_uses_val_stride_in_validation(model):
         model.val_stride = None
 
 
-def test_random_local_is_full_resolution_and_seeded():
+def test_views_global_resized_local_full_resolution_and_seeded(model):
     img = torch.rand(3, 300, 260)
-    a = random_local(img, 224, np.random.default_rng(1))
-    b = random_local(img, 224, np.random.default_rng(1))
+    torch.testing.assert_close(model.global_view(img), model.preprocess.resize(img[None], "resize", 224)[0])
+    assert model.global_view(img[None].repeat(2, 1, 1, 1)).shape == (2, 3, 224, 224)
+    a = model.local_view(img, np.random.default_rng(1))
+    b = model.local_view(img, np.random.default_rng(1))
     assert a.shape == (3, 224, 224) and torch.equal(a, b)
     # a crop, not a resize: it is found verbatim in the image
     found = any(torch.equal(img[:, y : y + 224, x : x + 224], a) for y in range(77) for x in range(37))
     assert found
-    small = random_local(torch.rand(3, 100, 150), 224, np.random.default_rng(0))
+    small = model.local_view(torch.rand(3, 100, 150), np.random.default_rng(0))
     assert small.shape == (3, 224, 224)
 
 

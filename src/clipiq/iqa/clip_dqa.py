@@ -53,25 +53,6 @@ MODEL_DEFAULTS: dict[str, Any] = {
 }
 
 
-def resize_global(image: Tensor, size: int) -> Tensor:
-    """The global view: the whole (3,H,W) or (N,3,H,W) image resized to size x size (aspect not kept)."""
-    x = image.unsqueeze(0) if image.ndim == 3 else image
-    y = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp_(0, 1)
-    return y[0] if image.ndim == 3 else y
-
-
-def random_local(image: Tensor, size: int, rng: np.random.Generator) -> Tensor:
-    """One random size x size patch of the full-resolution (3,H,W) image (upscaled first when smaller)."""
-    h, w = image.shape[-2:]
-    if h < size or w < size:
-        s = size / min(h, w)
-        image = F.interpolate(image[None], size=(max(size, round(h * s)), max(size, round(w * s))),
-                              mode="bicubic", align_corners=False).clamp_(0, 1)[0]
-        h, w = image.shape[-2:]
-    top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-    return image[:, top : top + size, left : left + size]
-
-
 class CLIPDQAModel(nn.Module):
     """Frozen CLIP plus CLIP-DQA's multimodal deep prompts; implements the IQA protocol's model interface."""
 
@@ -139,9 +120,23 @@ class CLIPDQAModel(nn.Module):
 
     # ---- IQA protocol interface -------------------------------------------------------------------------
 
+    def global_view(self, image: Tensor) -> Tensor:
+        """The whole (3,H,W) or (N,3,H,W) image resized to the input size (aspect not kept)."""
+        out = self.preprocess.resize(image, "resize", self.size)
+        return out[0] if image.ndim == 3 else out
+
+    def local_view(self, image: Tensor, rng: np.random.Generator) -> Tensor:
+        """One random input-size patch of the full-resolution (3,H,W) image (upscaled first when smaller)."""
+        s = self.size
+        if min(image.shape[-2:]) < s:
+            image = self.preprocess.resize(image, "shortest", s)[0]
+        h, w = image.shape[-2:]
+        top, left = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
+        return image[:, top : top + s, left : left + s]
+
     def train_views(self, image: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
         """The paper's training input: the global view and one random full-resolution local patch."""
-        return resize_global(image, self.size), random_local(image, self.size, rng)
+        return self.global_view(image), self.local_view(image, rng)
 
     def forward(self, global_view: Tensor, local_view: Tensor) -> Tensor:
         """Scores (N,) for batches of [0,1] global views and local patches, each (N,3,S,S)."""
@@ -159,7 +154,7 @@ class CLIPDQAModel(nn.Module):
         """Average P(good photo) over every local patch on the stride grid of one (3,H,W) image."""
         stride = stride or self.patch_stride
         visual = self.clip.visual
-        g = visual.embed_patches(self._encode(resize_global(image, self.size)[None]))
+        g = visual.embed_patches(self._encode(self.global_view(image[None])))
         patches = self.preprocess.patches(image[None], self.size, stride)[0]
         text = self.text_features()
         total = torch.zeros((), dtype=torch.float32, device=g.device)
@@ -256,4 +251,4 @@ register_metric(
     )
 )
 
-__all__ = ["CLIPDQA", "CLIPDQAModel", "MODEL_DEFAULTS", "build_model", "load_model", "random_local", "resize_global"]
+__all__ = ["CLIPDQA", "CLIPDQAModel", "MODEL_DEFAULTS", "build_model", "load_model"]
