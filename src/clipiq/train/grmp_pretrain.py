@@ -41,7 +41,7 @@ from clipiq.eval.correlation import srcc
 from clipiq.iqa.checkpoint import read_method_checkpoint, save_method_checkpoint
 from clipiq.iqa.grmp_iqa import MODEL_DEFAULTS, GRMPIQAModel, build_model
 from clipiq.train.engine import Trainer, seed_everything
-from clipiq.train.iqa import ImageCache, load_iqa_labels
+from clipiq.train.iqa import ImageCache, load_iqa_labels, normalised_targets
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +108,6 @@ class MetaTask(Protocol):
         """The query images used for validation and their targets."""
 
 
-def _minmax(scores: np.ndarray, lower_is_better: bool) -> np.ndarray:
-    lo, hi = float(scores.min()), float(scores.max())
-    t = (scores - lo) / (hi - lo) if hi > lo else np.full_like(scores, 0.5)
-    return 1.0 - t if lower_is_better else t
-
-
 class LabelledTask:
     """The records of one distortion type of a labelled dataset, split by content into support and query.
 
@@ -128,7 +122,7 @@ class LabelledTask:
         if not split.train or not split.test:
             raise ValueError(f"meta-task {name!r} has too few content groups ({len(set(sub.groups()))}) to split "
                              "into support and query parts")
-        targets = _minmax(sub.scores(), labels.lower_is_better)
+        targets = normalised_targets(sub)  # min-max within the task, 1 = best
         self.support = [(int(indices[i]), float(targets[i])) for i in split.train]
         query = [(int(indices[i]), float(targets[i])) for i in split.test]
         if eval_max and len(query) > eval_max:
