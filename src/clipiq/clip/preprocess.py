@@ -49,13 +49,7 @@ class Preprocess:
         return (x - self._mean.to(x.device, x.dtype)) / self._std.to(x.device, x.dtype)
 
     def _interp(self, x: Tensor, size: tuple[int, int]) -> Tensor:
-        if tuple(x.shape[-2:]) == tuple(size):
-            return x
-        mode = self.cfg.interpolation
-        aa = mode in ("bilinear", "bicubic") and (size[0] < x.shape[-2] or size[1] < x.shape[-1])
-        out = F.interpolate(x, size=size, mode=mode, align_corners=False if mode != "nearest" else None,
-                            antialias=aa)
-        return out.clamp_(0, 1)
+        return interpolate(x, size, self.cfg.interpolation)
 
     def resize(self, x: Tensor, mode: ResizeMode = "center_crop", size: int | None = None) -> Tensor:
         """Produce one view of a [0,1] batch.
@@ -110,6 +104,15 @@ class Preprocess:
         return self.prepare(x, "center_crop")[0]
 
 
+def interpolate(x: Tensor, size: tuple[int, int], mode: str = "bicubic") -> Tensor:
+    """Resize a [0,1] batch (N,3,H,W) to ``size``, antialiased when shrinking, clamped back to [0,1]."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    aa = mode in ("bilinear", "bicubic") and (size[0] < x.shape[-2] or size[1] < x.shape[-1])
+    out = F.interpolate(x, size=size, mode=mode, align_corners=False if mode != "nearest" else None, antialias=aa)
+    return out.clamp_(0, 1)
+
+
 def _crop_to_multiple(x: Tensor, p: int) -> Tensor:
     h, w = x.shape[-2:]
     hh, ww = max(p, h - h % p), max(p, w - w % p)
@@ -129,4 +132,4 @@ def grid_count(length: int, size: int, stride: int) -> int:
     return len(_grid_positions(length, size, stride)) if length >= size else 1
 
 
-__all__ = ["Preprocess", "RESIZE_MODES", "grid_count"]
+__all__ = ["Preprocess", "RESIZE_MODES", "grid_count", "interpolate"]

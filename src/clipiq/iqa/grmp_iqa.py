@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
-from clipiq.clip.preprocess import Preprocess
+from clipiq.clip.preprocess import Preprocess, interpolate
 from clipiq.clip.prompts import DeepPrompts, TextPrompts, prompt_probabilities
 from clipiq.clip.tokenizer import tokenize
 from clipiq.iqa.base import QualityMetric
@@ -133,13 +133,6 @@ def project_gradient(gd: Tensor | Sequence[Tensor], gg: Tensor | Sequence[Tensor
 # views
 
 
-def _interp(x: Tensor, size: tuple[int, int]) -> Tensor:
-    if tuple(x.shape[-2:]) == size:
-        return x
-    aa = size[0] < x.shape[-2] or size[1] < x.shape[-1]
-    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=aa).clamp_(0, 1)
-
-
 def resize_image(image: Tensor, size: int, mode: str = "shorter") -> Tensor:
     """A (3,H,W) or (N,3,H,W) [0,1] image with its shorter side (``shorter``) or both sides (``squash``) at size."""
     if mode not in RESIZE_MODES:
@@ -147,10 +140,10 @@ def resize_image(image: Tensor, size: int, mode: str = "shorter") -> Tensor:
     x = image.unsqueeze(0) if image.ndim == 3 else image
     h, w = x.shape[-2:]
     if mode == "squash":
-        y = _interp(x.float(), (size, size))
+        y = interpolate(x.float(), (size, size))
     else:
         s = size / min(h, w)
-        y = _interp(x.float(), (max(size, round(h * s)), max(size, round(w * s))))
+        y = interpolate(x.float(), (max(size, round(h * s)), max(size, round(w * s))))
     return y[0] if image.ndim == 3 else y
 
 
