@@ -24,7 +24,7 @@ import statistics
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -214,12 +214,19 @@ def correlations(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
 
 def predict_indices(model: IQAModel, images: ImageCache, indices: Sequence[int], batch: int = 16,
                     phase: str = "test", workers: int = 2) -> np.ndarray:
-    """Scores of the records at ``indices``, decoding a batch ahead in threads."""
+    """Scores of the records at ``indices``, decoding the next batch in threads while one is scored."""
     out: list[Tensor] = []
     chunks = [list(indices[i : i + batch]) for i in range(0, len(indices), batch)]
     with ThreadPoolExecutor(max(1, workers)) as pool, torch.no_grad():
-        pending = pool.map(lambda ch: [images(i) for i in ch], chunks)
-        for imgs in pending:
+
+        def submit(k: int) -> list[Future] | None:
+            return [pool.submit(images, i) for i in chunks[k]] if k < len(chunks) else None
+
+        # One batch ahead, not all of them: a large test part must not be held in memory at once.
+        nxt = submit(0)
+        for k in range(len(chunks)):
+            imgs = [f.result() for f in nxt]
+            nxt = submit(k + 1)
             out.append(model.predict(imgs, phase=phase).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
 
