@@ -19,7 +19,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
+from clipiq.clip.preprocess import Preprocess
 
 FORMAT = "clipiq-method/1"
 
@@ -122,12 +124,28 @@ def read_method_checkpoint(path: str | os.PathLike, method: str | None = None) -
     return ck
 
 
+def open_with_backbone(checkpoint: str | os.PathLike, method: str, model: str | None = None,
+                       weights: str | None = None, device: torch.device | str | None = None,
+                       precision: str = "fp32") -> tuple[MethodCheckpoint, CLIP, Preprocess, str | None, str | None]:
+    """Read a method checkpoint and load the backbone it names (or ``model``/``weights``), refusing another.
+
+    Returns the checkpoint, the backbone, its preprocessing, and the load name and weights file used.
+    """
+    ck = read_method_checkpoint(checkpoint, method)
+    name = model or ck.backbone.get("name")
+    w = weights or ck.backbone.get("weights")
+    clip, preprocess = load_clip(name, weights=w, device=device, precision=precision)
+    check_backbone(ck, clip)
+    return ck, clip, preprocess, name, w
+
+
 __all__ = [
     "CheckpointError",
     "MethodCheckpoint",
     "backbone_fingerprint",
     "backbone_record",
     "check_backbone",
+    "open_with_backbone",
     "payload",
     "read_method_checkpoint",
     "save_method_checkpoint",

@@ -32,7 +32,7 @@ from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess
 from clipiq.clip.prompts import TextPrompts, prompt_probabilities
 from clipiq.iqa.base import QualityMetric
-from clipiq.iqa.checkpoint import backbone_record, check_backbone, payload, read_method_checkpoint
+from clipiq.iqa.checkpoint import backbone_record, open_with_backbone, payload
 from clipiq.iqa.registry import MetricSpec, register_metric
 from clipiq.train.engine import load_trainable_state, trainable_state
 
@@ -191,12 +191,8 @@ def build_model(model_cfg: Mapping[str, Any], device: torch.device | str | None 
 def load_model(checkpoint: str | os.PathLike, model: str | None = None, weights: str | None = None,
                device: torch.device | str | None = None, precision: str = "fp32") -> CLIPDQAModel:
     """Rebuild a trained CLIP-DQA from its checkpoint (refusing a backbone other than its own)."""
-    ck = read_method_checkpoint(checkpoint, METHOD)
+    ck, clip, preprocess, name, w = open_with_backbone(checkpoint, METHOD, model, weights, device, precision)
     mcfg = dict(ck.config.get("model", {}))
-    name = model or ck.backbone.get("name")
-    w = weights or ck.backbone.get("weights")
-    clip, preprocess = load_clip(name, weights=w, device=device, precision=precision)
-    check_backbone(ck, clip)
     m = build_model({**mcfg, "backbone": name, "weights": w}, clip=clip, preprocess=preprocess)
     load_trainable_state(m, ck.state, str(checkpoint))
     return m.eval()

@@ -49,6 +49,7 @@ from clipiq.iqa.checkpoint import (
     CheckpointError,
     backbone_record,
     check_backbone,
+    open_with_backbone,
     payload,
     read_method_checkpoint,
 )
@@ -440,13 +441,9 @@ def load_meta_init(model: GRMPIQAModel, path: str | os.PathLike) -> None:
 def load_model(checkpoint: str | os.PathLike, model: str | None = None, weights: str | None = None,
                device: torch.device | str | None = None, precision: str = "fp32") -> GRMPIQAModel:
     """Rebuild a trained GRMP-IQA from its checkpoint on its own backbone (a different one is refused)."""
-    ck = read_method_checkpoint(checkpoint, METHOD)
+    ck, clip, preprocess, name, w = open_with_backbone(checkpoint, METHOD, model, weights, device, precision)
     mcfg = {k: v for k, v in dict(ck.config.get("model", {})).items() if k in MODEL_DEFAULTS}
     stage = str(ck.config.get("stage", "finetune"))
-    name = model or ck.backbone.get("name")
-    w = weights or ck.backbone.get("weights")
-    clip, preprocess = load_clip(name, weights=w, device=device, precision=precision)
-    check_backbone(ck, clip)
     net = build_model({**mcfg, "backbone": name, "weights": w, "meta_init": None}, None, stage=stage,
                       clip=clip, preprocess=preprocess)
     load_trainable_state(net, ck.state, str(checkpoint))

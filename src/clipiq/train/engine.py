@@ -35,6 +35,13 @@ def step_rng(seed: int, step: int) -> np.random.Generator:
     return np.random.default_rng([seed, step])
 
 
+def epoch_batch(seed: int, step: int, n: int, batch: int) -> list[int]:
+    """Indices 0..n-1 of batch ``step``: a fresh seeded permutation every epoch of ceil(n/batch) batches."""
+    epoch, b = divmod(step, math.ceil(n / batch))
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return perm[b * batch : (b + 1) * batch].tolist()
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """Mixed precision where it helps: bf16 autocast on CPU or CUDA, fp16 on CUDA; fp32 is a no-op."""
     if precision == "fp32":

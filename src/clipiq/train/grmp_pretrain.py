@@ -40,7 +40,7 @@ from clipiq.data.splits import split_by_group
 from clipiq.eval.correlation import srcc
 from clipiq.iqa.checkpoint import read_method_checkpoint, save_method_checkpoint
 from clipiq.iqa.grmp_iqa import MODEL_DEFAULTS, GRMPIQAModel, build_model
-from clipiq.train.engine import Trainer, seed_everything
+from clipiq.train.engine import Trainer, epoch_batch, seed_everything
 from clipiq.train.iqa import ImageCache, load_iqa_labels, normalised_targets
 
 log = logging.getLogger(__name__)
@@ -321,9 +321,7 @@ class ReptileTask:
 
     def step_tasks(self, step: int) -> list[int]:
         """Which tasks the outer step ``step`` adapts to (a fresh task order every epoch)."""
-        epoch, b = divmod(step, self.steps_per_epoch)
-        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.tasks))
-        return perm[b * self.meta_batch : (b + 1) * self.meta_batch].tolist()
+        return epoch_batch(self.seed, step, len(self.tasks), self.meta_batch)
 
     def batches(self, start_step: int) -> Iterator[int]:
         """Outer step numbers from ``start_step`` on (the data is drawn inside the step, seeded by it)."""

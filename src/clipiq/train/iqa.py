@@ -38,7 +38,7 @@ from clipiq.data.splits import Split, few_shot, split_by_group
 from clipiq.eval.correlation import krcc, plcc, rmse, srcc
 from clipiq.iqa.checkpoint import read_method_checkpoint, save_method_checkpoint
 from clipiq.train.config import merge
-from clipiq.train.engine import Trainer, load_trainable_state, seed_everything
+from clipiq.train.engine import Trainer, epoch_batch, load_trainable_state, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -260,9 +260,7 @@ class IQATask:
         return math.ceil(len(self.train_idx) / self.batch_size)
 
     def _batch_indices(self, step: int) -> list[int]:
-        epoch, b = divmod(step, self.steps_per_epoch)
-        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.train_idx))
-        return [self.train_idx[j] for j in perm[b * self.batch_size : (b + 1) * self.batch_size]]
+        return [self.train_idx[j] for j in epoch_batch(self.seed, step, len(self.train_idx), self.batch_size)]
 
     def _make_batch(self, step: int) -> tuple[Any, Tensor]:
         idx = self._batch_indices(step)
