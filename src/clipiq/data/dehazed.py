@@ -18,19 +18,23 @@ dehazers are deterministic, so the output does not depend on the order of work o
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from clipiq.data.io import list_images, load_image, save_image
 from clipiq.data.labels import IQALabels, LabelFileError, read_csv_labels
-from clipiq.data.synthetic import _center_crop, _check_levels, _init_worker, _seed_for, distortion_type_ids
+from clipiq.data.synthetic import (
+    _center_crop,
+    _check_levels,
+    _run_jobs,
+    _seed_for,
+    _write_labels,
+    distortion_type_ids,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -174,19 +178,9 @@ def write_synthetic_dehazed_dataset(
         (out / stale).unlink(missing_ok=True)
     jobs = [(p, i + 1, out, names, lv, haze_type, int(seed), crop) for i, p in enumerate(photos)]
     logger.info("writing %d photos x %d haze levels x %d dehazers to %s", len(jobs), len(lv), len(names), out)
-    if workers > 0:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-            results = list(pool.map(_process_photo, jobs))
-    else:
-        results = [_process_photo(job) for job in jobs]
+    results = _run_jobs(_process_photo, jobs, workers)
     (out / ARGS_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    tmp = out / (LABEL_FILE + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for rows in results:
-            writer.writerows(rows)
-    tmp.replace(out / LABEL_FILE)  # the label file appears only once every image is written
+    _write_labels(out / LABEL_FILE, CSV_COLUMNS, results)
     return read_csv_labels(out / LABEL_FILE, out, name="synthetic_dehazed")
 
 

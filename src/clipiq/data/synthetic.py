@@ -14,7 +14,7 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -187,6 +187,25 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
+def _run_jobs(fn: Callable[[Any], list[dict[str, Any]]], jobs: Sequence[Any], workers: int) -> list[Any]:
+    """``fn`` over ``jobs`` in order, in-process or in ``workers`` spawned processes (same results)."""
+    if workers > 0:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+            return list(pool.map(fn, jobs))
+    return [fn(job) for job in jobs]
+
+
+def _write_labels(path: Path, columns: Sequence[str], results: Sequence[Sequence[dict[str, Any]]]) -> None:
+    """Write the per-photo row lists as one CSV; it appears (atomically) only once every image is written."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        for rows in results:
+            writer.writerows(rows)
+    tmp.replace(path)
+
+
 def write_synthetic_dataset(
     photos_dir: PathLike,
     out_dir: PathLike,
@@ -228,17 +247,7 @@ def write_synthetic_dataset(
     names = list(type_ids)
     jobs = [(p, i + 1, out, names, lv, int(seed), crop) for i, p in enumerate(photos)]
     logger.info("writing %d photos x %d distortions x %d levels to %s", len(jobs), len(names), len(lv), out)
-    if workers > 0:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-            results = list(pool.map(_process_photo, jobs))
-    else:
-        results = [_process_photo(job) for job in jobs]
+    results = _run_jobs(_process_photo, jobs, workers)
     (out / TYPES_FILE).write_text(json.dumps({str(t): n for n, t in type_ids.items()}, indent=2) + "\n")
-    tmp = out / (LABEL_FILE + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for rows in results:
-            writer.writerows(rows)
-    tmp.replace(out / LABEL_FILE)  # the label file appears only once every image is written
+    _write_labels(out / LABEL_FILE, CSV_COLUMNS, results)
     return read_kadid10k(out / LABEL_FILE, out)
