@@ -33,13 +33,13 @@ sys.path.insert(0, str(REPO / "src"))
 from clipiq.clip.config import get_architecture  # noqa: E402
 from clipiq.clip.model import build_model  # noqa: E402
 from clipiq.clip.preprocess import Preprocess  # noqa: E402
+from clipiq.core.config import load_config  # noqa: E402
 from clipiq.data.io import load_image  # noqa: E402
 from clipiq.eval.correlation import plcc, srcc  # noqa: E402
 from clipiq.iqa import create_metric  # noqa: E402
 from clipiq.iqa.clip_dqa import CLIPDQAModel, load_model  # noqa: E402
 from clipiq.train import clip_dqa as task  # noqa: E402
-from clipiq.train.config import load_config  # noqa: E402
-from clipiq.train.iqa import ImageCache, load_iqa_labels, normalised_targets, predict_indices, round_split  # noqa: E402
+from clipiq.train.protocol import ImageCache, load_iqa_labels, normalised_targets, predict_indices, round_split  # noqa: E402
 
 log = logging.getLogger("bench_clip_dqa")
 

@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 
 import clipiq
+from clipiq.clip.vocabulary import DEGRADATION_PHRASES
 from clipiq.data.io import list_images, load_image
 from clipiq.degrade import DEGRADATIONS
-from clipiq.eval import synthetic_ranking
-from clipiq.train.degradation_clip import TYPE_PHRASES, evaluate_model
+from clipiq.synth.ranking import synthetic_ranking
+from clipiq.train.degradation_clip import evaluate_model
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = REPO.parent / "shared" / "data" / "photos" / "mcmaster18"
@@ -41,7 +42,7 @@ def centre_crop(img: torch.Tensor, size: int) -> torch.Tensor:
 def run(model_name: str, photos: list[Path], crop: int, seed: int) -> dict:
     model, pre = clipiq.load_clip(model_name, device="cpu")
     images = [centre_crop(load_image(p), crop) for p in photos]
-    names = [n for n in DEGRADATIONS if n in TYPE_PHRASES]
+    names = [n for n in DEGRADATIONS if n in DEGRADATION_PHRASES]
     t0 = time.perf_counter()
     types = evaluate_model(model, pre, images, levels=(3, 4, 5), names=names, seed=seed)
     metric = clipiq.create_metric("clipiqa", model=model_name, device="cpu", view="native")

@@ -37,16 +37,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipiq.clip.load import load_clip, resolve_device
+from clipiq.clip.load import load_clip
 from clipiq.clip.prompts import prompt_probabilities
 from clipiq.clip.tokenizer import tokenize
+from clipiq.core.config import load_config
+from clipiq.core.device import resolve_device
 from clipiq.eval.correlation import plcc, srcc
 from clipiq.iqa import create_metric
 from clipiq.iqa.grmp_iqa import eval_views
 from clipiq.train import grmp_finetune as gf
 from clipiq.train import grmp_pretrain as gp
-from clipiq.train import load_config
-from clipiq.train.iqa import ImageCache, load_iqa_labels, normalised_targets, round_split
+from clipiq.train.protocol import ImageCache, load_iqa_labels, normalised_targets, round_split
 
 log = logging.getLogger("bench_grmp_iqa")
 

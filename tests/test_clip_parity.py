@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import clipiq
-from clipiq.clip.convert import CheckpointFormatError
+from clipiq.core.errors import CheckpointError
 
 transformers = pytest.importorskip("transformers")
 
@@ -205,18 +205,18 @@ def test_architecture_inferred_from_shapes(tmp_path):
 def test_unreadable_and_wrong_checkpoints(tmp_path):
     bad = tmp_path / "garbage.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointFormatError, match="garbage.pt"):
+    with pytest.raises(CheckpointError, match="garbage.pt"):
         clipiq.load_clip(None, weights=bad, device="cpu")
-    with pytest.raises(CheckpointFormatError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         clipiq.load_clip(None, weights=tmp_path / "missing.safetensors", device="cpu")
     other = tmp_path / "other.pt"
     torch.save({"foo.weight": torch.zeros(3)}, other)
-    with pytest.raises(CheckpointFormatError, match="unrecognised"):
+    with pytest.raises(CheckpointError, match="unrecognised"):
         clipiq.load_clip(None, weights=other, device="cpu")
 
 
 def test_shape_mismatch_names_the_tensor(tmp_path, hf):
     m = hf[0]
     m.save_pretrained(tmp_path)
-    with pytest.raises(CheckpointFormatError, match="does not fit architecture ViT-B-32|has shape"):
+    with pytest.raises(CheckpointError, match="does not fit architecture ViT-B-32|has shape"):
         clipiq.load_clip("ViT-B-32", weights=tmp_path, device="cpu")

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from clipiq.cli.main import main as cli
+from clipiq.core.config import load_config
 from clipiq.data.io import list_images, load_image, save_image
 from clipiq.data.labels import IQALabels, IQASample
 from clipiq.data.splits import few_shot
@@ -26,9 +27,8 @@ from clipiq.iqa.checkpoint import CheckpointError, read_method_checkpoint, save_
 from clipiq.iqa.grmp_iqa import GRMPIQAModel, build_model, load_meta_init, project_gradient
 from clipiq.train import grmp_finetune as gf
 from clipiq.train import grmp_pretrain as gp
-from clipiq.train import load_config
 from clipiq.train.engine import Trainer, seed_everything
-from clipiq.train.iqa import IQATask
+from clipiq.train.protocol import IQATask
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PRE = REPO / "configs" / "grmp-iqa" / "tiny-pretrain.yaml"

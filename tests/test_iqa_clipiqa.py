@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 import clipiq
+from clipiq.clip.vocabulary import ATTRIBUTE_PROMPTS
 from clipiq.data.io import ImageLoadError
-from clipiq.iqa.clipiqa import ATTRIBUTE_PROMPTS
 
 
 @pytest.fixture(scope="module")

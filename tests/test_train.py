@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from clipiq.train import ConfigError, apply_overrides, load_config, read_metrics
+from clipiq.clip.vocabulary import CLEAN_TEXTS, describe
+from clipiq.core.config import ConfigError, apply_overrides, load_config
 from clipiq.train import degradation_clip as dc
+from clipiq.train import read_metrics
 from clipiq.train.engine import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,8 +94,8 @@ def test_training_learns(tmp_path, photos_dir):
 
 def test_descriptions_and_targets():
     rng = np.random.default_rng(0)
-    assert dc.describe([], rng) in dc.CLEAN_TEXTS
-    text = dc.describe([("motion_blur", 5), ("jpeg", 2)], np.random.default_rng(1))
+    assert describe([], rng) in CLEAN_TEXTS
+    text = describe([("motion_blur", 5), ("jpeg", 2)], np.random.default_rng(1))
     assert "motion blur" in text and "jpeg" in text
     t_clean, m_clean = dc.antonym_targets([])
     t_bad, m_bad = dc.antonym_targets([("motion_blur", 5)])

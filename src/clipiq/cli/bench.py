@@ -14,8 +14,9 @@ from tqdm import tqdm
 from clipiq.cli.common import add_model_args, format_table, metric_options
 from clipiq.cli.score import iter_scored
 from clipiq.data.io import list_images
-from clipiq.eval import correlation_report, psnr, ssim, synthetic_ranking
+from clipiq.eval import correlation_report, psnr, ssim
 from clipiq.iqa import create_metric
+from clipiq.synth.ranking import synthetic_ranking
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-import yaml
-
-from clipiq.train.config import yaml_load
+from clipiq.core.config import parse_value
 
 
 def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None) -> None:
@@ -19,14 +17,6 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="fp32 (default), bf16 (CPU or CUDA), fp16 (CUDA only)")
-
-
-def parse_value(text: str) -> Any:
-    """Parse a command-line value with YAML rules (numbers, booleans, lists)."""
-    try:
-        return yaml_load(text)
-    except yaml.YAMLError:
-        return text
 
 
 def metric_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_degraded(args: argparse.Namespace) -> int:
-    from clipiq.data.synthetic import DEFAULT_LEVELS, write_synthetic_dataset
+    from clipiq.synth.degraded import DEFAULT_LEVELS, write_synthetic_dataset
 
     labels = write_synthetic_dataset(
         args.photos_dir,
@@ -104,7 +104,7 @@ def _run_degraded(args: argparse.Namespace) -> int:
 
 
 def _run_dehazed(args: argparse.Namespace) -> int:
-    from clipiq.data.dehazed import DEFAULT_HAZE_LEVELS, write_synthetic_dehazed_dataset
+    from clipiq.synth.dehazed import DEFAULT_HAZE_LEVELS, write_synthetic_dehazed_dataset
 
     if args.degradations is not None:
         raise ValueError("--degradations applies to --kind degraded only (use --dehazers)")

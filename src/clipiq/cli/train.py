@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 from pathlib import Path
 
-from clipiq.clip.load import resolve_device
-from clipiq.train import TASKS, load_config
+from clipiq.core.config import load_config
+from clipiq.core.device import resolve_device
+from clipiq.train import TRAINING_TASKS
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model from a YAML config (auto-resumes)",
                        description="Train from a config plus seed; key=value arguments override config keys "
                        "(nested with dots, e.g. train.steps=100). A run directory with last.pt is resumed.")
-    p.add_argument("task", choices=sorted(TASKS), help="what to train")
+    p.add_argument("task", choices=TRAINING_TASKS.names(), help="what to train")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--config", type=Path, help="YAML experiment config")
     p.add_argument("--run-dir", type=Path, help="output folder (default runs/<task>/<config name>)")
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, then hand over to the task's run()."""
-    mod = importlib.import_module(TASKS[args.task])
+    mod = TRAINING_TASKS.get(args.task)
     cfg = load_config(args.config, args.overrides, defaults=mod.DEFAULTS)
     # Shortcut options set config keys directly (no YAML parsing of paths); a task without the key refuses them.
     for flag, (section, key), value in (("--shots", ("protocol", "shots"), args.shots),

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from clipiq.clip.config import ARCHITECTURES, CLIPConfig, PreprocessConfig, TextConfig, VisionConfig
+from clipiq.core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,6 @@ _HF_BLOCK = {
 }
 
 
-class CheckpointFormatError(ValueError):
-    """A checkpoint could not be read or understood; names the file and what is wrong."""
-
-
 def detect_layout(sd: Mapping[str, Tensor]) -> str:
     """Name the key layout of a state dict: 'openai' (also open_clip), 'hf' or 'clipiq'."""
     keys = set(sd)
@@ -71,12 +68,12 @@ def detect_layout(sd: Mapping[str, Tensor]) -> str:
         return "hf"
     if "visual.conv1.weight" in keys and "token_embedding.weight" in keys:
         if "visual.class_embedding" not in keys:
-            raise CheckpointFormatError(
+            raise CheckpointError(
                 "this looks like a ModifiedResNet (RN50-family) CLIP checkpoint, which clipiq does not support"
             )
         return "openai"
     sample = ", ".join(sorted(keys)[:6])
-    raise CheckpointFormatError(f"unrecognised CLIP state dict layout (first keys: {sample})")
+    raise CheckpointError(f"unrecognised CLIP state dict layout (first keys: {sample})")
 
 
 def _unwrap(obj: object, source: str) -> StateDict:
@@ -88,11 +85,11 @@ def _unwrap(obj: object, source: str) -> StateDict:
                 break
         sd = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
         if not sd:
-            raise CheckpointFormatError(f"{source}: holds no tensors")
+            raise CheckpointError(f"{source}: holds no tensors")
         if all(k.startswith("module.") for k in sd):
             sd = {k[len("module.") :]: v for k, v in sd.items()}
         return sd
-    raise CheckpointFormatError(f"{source}: expected a state dict, got {type(obj).__name__}")
+    raise CheckpointError(f"{source}: expected a state dict, got {type(obj).__name__}")
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -106,16 +103,16 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
     """Read tensors and metadata from a file or Hugging Face folder (no model is built)."""
     p = Path(path)
     if not p.exists():
-        raise CheckpointFormatError(f"{p}: weights file or folder does not exist")
+        raise CheckpointError(f"{p}: weights file or folder does not exist")
     meta: dict = {}
     if p.is_dir():
         cfg_file = p / "config.json"
         if not cfg_file.exists():
-            raise CheckpointFormatError(f"{p}: a weights folder must be a Hugging Face CLIP folder with config.json")
+            raise CheckpointError(f"{p}: a weights folder must be a Hugging Face CLIP folder with config.json")
         meta["hf_config"] = json.loads(cfg_file.read_text())
         candidates = sorted(p.glob("*.safetensors")) or sorted(p.glob("pytorch_model*.bin"))
         if not candidates:
-            raise CheckpointFormatError(f"{p}: no *.safetensors or pytorch_model*.bin next to config.json")
+            raise CheckpointError(f"{p}: no *.safetensors or pytorch_model*.bin next to config.json")
         sd: StateDict = {}
         for f in candidates:
             sd.update(read_checkpoint(f)[0])
@@ -131,10 +128,10 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
             # OpenAI's released .pt files are TorchScript archives.
             return _unwrap(torch.jit.load(str(p), map_location="cpu").state_dict(), str(p)), {"torchscript": True}
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    except CheckpointFormatError:
+    except CheckpointError:
         raise
     except Exception as e:
-        raise CheckpointFormatError(f"{p}: could not be read as a checkpoint ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{p}: could not be read as a checkpoint ({type(e).__name__}: {e})") from None
     if isinstance(obj, Mapping) and isinstance(obj.get("config"), dict | str):
         cfg = obj["config"]
         meta[CONFIG_METADATA_KEY] = cfg if isinstance(cfg, str) else json.dumps(cfg)
@@ -236,7 +233,7 @@ def _from_openai(sd: Mapping[str, Tensor]) -> StateDict:
         if base in _OPENAI_NORMS:
             out[f"{_OPENAI_NORMS[base]}.{leaf}"] = v
             continue
-        raise CheckpointFormatError(f"unexpected key {k!r} in an OpenAI/open_clip checkpoint")
+        raise CheckpointError(f"unexpected key {k!r} in an OpenAI/open_clip checkpoint")
     return out
 
 
@@ -275,15 +272,15 @@ def _from_hf(sd: Mapping[str, Tensor]) -> StateDict:
             elif name in _HF_BLOCK:
                 out[f"{prefix}.{_HF_BLOCK[name]}.{leaf}"] = v
             else:
-                raise CheckpointFormatError(f"unexpected key {k!r} in a Hugging Face CLIP checkpoint")
+                raise CheckpointError(f"unexpected key {k!r} in a Hugging Face CLIP checkpoint")
         elif k.rpartition(".")[0] in norms:
             base, _, leaf = k.rpartition(".")
             out[f"{norms[base]}.{leaf}"] = v
         else:
-            raise CheckpointFormatError(f"unexpected key {k!r} in a Hugging Face CLIP checkpoint")
+            raise CheckpointError(f"unexpected key {k!r} in a Hugging Face CLIP checkpoint")
     for key, parts in qkv.items():
         if set(parts) != {"q", "k", "v"}:
-            raise CheckpointFormatError(f"incomplete q/k/v projections for {key}")
+            raise CheckpointError(f"incomplete q/k/v projections for {key}")
         out[key] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
     return out
 

@@ -9,33 +9,15 @@ import torch
 
 from clipiq.clip import weights as wreg
 from clipiq.clip.config import ARCHITECTURES, CLIPConfig, PreprocessConfig, get_architecture
-from clipiq.clip.convert import CheckpointFormatError, infer_config, read_checkpoint, to_internal
+from clipiq.clip.convert import infer_config, read_checkpoint, to_internal
 from clipiq.clip.model import CLIP, build_model
 from clipiq.clip.preprocess import Preprocess
+from clipiq.core.device import resolve_device, resolve_precision
+from clipiq.core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TEST_TINY_SEED = 0
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None -> CUDA when available, else CPU; validates explicit requests."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {str(device)!r} was requested but CUDA is not available on this machine")
-    return dev
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """Map 'fp32' | 'bf16' | 'fp16' to a dtype, refusing combinations that do not work."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "fp16" and device.type == "cpu":
-        raise ValueError("precision 'fp16' needs CUDA; on CPU use 'bf16' (or 'fp32')")
-    return PRECISIONS[precision]
 
 
 def _load_state(model: CLIP, sd: dict[str, torch.Tensor], source: str) -> None:
@@ -43,7 +25,7 @@ def _load_state(model: CLIP, sd: dict[str, torch.Tensor], source: str) -> None:
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     if missing or unexpected:
-        raise CheckpointFormatError(
+        raise CheckpointError(
             f"{source}: does not fit architecture {model.cfg.name} "
             f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
@@ -51,7 +33,7 @@ def _load_state(model: CLIP, sd: dict[str, torch.Tensor], source: str) -> None:
     bad = [k for k in own if own[k].shape != sd[k].shape]
     if bad:
         k = bad[0]
-        raise CheckpointFormatError(
+        raise CheckpointError(
             f"{source}: tensor {k} has shape {tuple(sd[k].shape)}, architecture {model.cfg.name} "
             f"expects {tuple(own[k].shape)}"
         )

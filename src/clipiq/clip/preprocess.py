@@ -11,22 +11,10 @@ from PIL import Image
 from torch import Tensor
 
 from clipiq.clip.config import PreprocessConfig
-from clipiq.data.io import pil_to_tensor
+from clipiq.core.image import check_image_batch, pil_to_tensor
 
 ResizeMode = Literal["center_crop", "resize", "shortest", "native"]
 RESIZE_MODES: tuple[str, ...] = ("center_crop", "resize", "shortest", "native")
-
-
-def _check_batch(x: Tensor, name: str = "images") -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim == 3:
-        x = x.unsqueeze(0)
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"{name} must be (3,H,W) or (N,3,H,W) with 3 channels, got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a float tensor in [0,1], got dtype {x.dtype}")
-    return x
 
 
 class Preprocess:
@@ -45,7 +33,7 @@ class Preprocess:
 
     def normalize(self, x: Tensor) -> Tensor:
         """(N,3,H,W) in [0,1] -> normalised with the model's mean and std (same device and dtype)."""
-        x = _check_batch(x)
+        x = check_image_batch(x, check_range=False)
         return (x - self._mean.to(x.device, x.dtype)) / self._std.to(x.device, x.dtype)
 
     def _interp(self, x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -59,7 +47,7 @@ class Preprocess:
         ``shortest``: shortest side to ``size``, aspect kept (position embeddings get interpolated);
         ``native``: no resizing, cropped down to a multiple of the patch size.
         """
-        x = _check_batch(x)
+        x = check_image_batch(x, check_range=False)
         s = size or self.image_size
         h, w = x.shape[-2:]
         if mode == "resize":
@@ -82,7 +70,7 @@ class Preprocess:
 
     def patches(self, x: Tensor, size: int | None = None, stride: int | None = None) -> Tensor:
         """Every size x size patch on a stride grid that reaches the borders: (N,3,H,W) -> (N,P,3,s,s)."""
-        x = _check_batch(x)
+        x = check_image_batch(x, check_range=False)
         s = size or self.image_size
         stride = stride or s
         if stride <= 0:

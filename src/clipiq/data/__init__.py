@@ -1,7 +1,6 @@
-"""Image I/O, IQA label datasets, synthetic (degraded and dehazed) data and paired restoration data."""
+"""Image I/O, IQA label files and datasets, splits and paired restoration data (layer 3)."""
 
 from clipiq.data.datasets import IQADataset, skip_bad_collate
-from clipiq.data.dehazed import synthetic_dehazed_labels, write_synthetic_dehazed_dataset
 from clipiq.data.io import ImageLoadError, list_images, load_image, open_image, save_image
 from clipiq.data.labels import (
     IQALabels,
@@ -27,10 +26,8 @@ from clipiq.data.paired import (
     find_srf_pairs,
 )
 from clipiq.data.splits import Split, few_shot, official_split, repeated_splits, split_by_group
-from clipiq.data.synthetic import DistortedImage, synthesize, write_synthetic_dataset
 
 __all__ = [
-    "DistortedImage",
     "IQADataset",
     "IQALabels",
     "IQASample",
@@ -62,8 +59,4 @@ __all__ = [
     "save_image",
     "skip_bad_collate",
     "split_by_group",
-    "synthesize",
-    "synthetic_dehazed_labels",
-    "write_synthetic_dataset",
-    "write_synthetic_dehazed_dataset",
 ]

@@ -6,24 +6,17 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+
+from clipiq.core.errors import ImageLoadError
+from clipiq.core.image import pil_to_tensor
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEFAULT_MAX_PIXELS = 64_000_000
 
 # PIL's own bomb check raises a warning or a generic error; we apply our own limit with a clear message.
 Image.MAX_IMAGE_PIXELS = None
-
-
-class ImageLoadError(ValueError):
-    """An image file could not be decoded; carries the path and the reason."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 def open_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -51,12 +44,6 @@ def open_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
     if rgb.width == 0 or rgb.height == 0:
         raise ImageLoadError(p, "image has zero size")
     return rgb
-
-
-def pil_to_tensor(im: Image.Image) -> torch.Tensor:
-    """Convert a PIL image to a float tensor (3,H,W) in [0,1]."""
-    arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
 def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor:

@@ -37,7 +37,7 @@ __all__ = [
 
 PathLike = str | os.PathLike
 SR_SCALES = (2, 3, 4)
-TASKS = ("sr", "lowlight_blur")
+PAIR_KINDS = ("sr", "lowlight_blur")
 
 _SRF_NAME = re.compile(r"^(?P<stem>.+)_SRF_(?P<scale>\d+)_(?P<kind>HR|LR)\.(?P<ext>\w+)$", re.IGNORECASE)
 
@@ -255,8 +255,8 @@ class SyntheticPairDataset(_PairBase):
         skip_bad: bool = False,
     ):
         super().__init__(patch_size, augment, seed, skip_bad)
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        if task not in PAIR_KINDS:
+            raise ValueError(f"task must be one of {PAIR_KINDS}, got {task!r}")
         if task == "sr" and scale not in SR_SCALES:
             raise ValueError(f"scale must be one of {SR_SCALES} for task 'sr', got {scale}")
         items = [photos] if isinstance(photos, (str, os.PathLike)) else list(photos)

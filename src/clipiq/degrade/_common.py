@@ -11,43 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Values a hair outside [0,1] come from float round-off upstream; anything beyond this is a real error.
-RANGE_TOLERANCE = 1e-4
-
-# Rec. 601 luma weights, as used by torchvision/PIL for grey conversion.
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-
-
-def check_image(image: object, name: str = "image") -> tuple[Tensor, bool]:
-    """Validate a (3,H,W)/(N,3,H,W) float image in [0,1]; return it as a working-precision batch."""
-    if not isinstance(image, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(image).__name__}")
-    if image.ndim not in (3, 4):
-        raise ValueError(f"{name} must have shape (3,H,W) or (N,3,H,W), got shape {tuple(image.shape)}")
-    if image.shape[-3] != 3:
-        raise ValueError(f"{name} must have 3 (RGB) channels in dim -3, got shape {tuple(image.shape)}")
-    if not image.is_floating_point():
-        raise ValueError(f"{name} must be a floating-point tensor with values in [0,1], got dtype {image.dtype}")
-    if image.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(image.shape)})")
-    det = image.detach()
-    lo, hi = float(det.min()), float(det.max())
-    if not (lo >= -RANGE_TOLERANCE and hi <= 1.0 + RANGE_TOLERANCE):  # also catches NaN
-        raise ValueError(f"{name} values must lie in [0,1], got min {lo:.4g} and max {hi:.4g}")
-    single = image.ndim == 3
-    x = image.unsqueeze(0) if single else image
-    return x.to(working_dtype(image.dtype)), single
-
-
-def working_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Half-precision inputs are processed in float32; float64 stays float64."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def finish(y: Tensor, like: Tensor, single: bool) -> Tensor:
-    """Clamp to [0,1], restore the input's dtype and drop the batch dim added by check_image."""
-    y = y.clamp(0.0, 1.0).to(like.dtype)
-    return y[0] if single else y
+from clipiq.core.image import LUMA_WEIGHTS
 
 
 def check_seed(seed: object, name: str = "seed") -> int | None:

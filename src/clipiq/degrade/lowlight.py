@@ -8,10 +8,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from clipiq.core.image import finish_batch, working_batch
 from clipiq.degrade._common import (
-    check_image,
     fft_filter,
-    finish,
     image_rngs,
     linear_to_srgb,
     noise_std,
@@ -47,7 +46,7 @@ def _sample_params(rng: np.random.Generator) -> dict[str, float]:
 def lowlight_blur_pair(image: Tensor, level: int | None = None, seed: int | None = None) -> tuple[Tensor, Tensor]:
     """Make a (degraded, target) pair: blur along a random trajectory and darken in linear light, add shot
     and read noise, re-apply the sRGB curve. `level` None samples the parameters per image."""
-    x, single = check_image(image)
+    x, single = working_batch(image)
     fixed = None if level is None else lowlight_blur_params(level)
     rngs = image_rngs(seed, len(x))
     params = [fixed if fixed is not None else _sample_params(r.numpy(stream=1)) for r in rngs]
@@ -59,6 +58,6 @@ def lowlight_blur_pair(image: Tensor, level: int | None = None, seed: int | None
 
     lin = lin.clamp_min(0) * column("exposure")
     std = noise_std(column("shot") * lin + column("read") ** 2)
-    degraded = finish(linear_to_srgb(lin + std * normal_noise(x, rngs)), image, single)
-    target = finish(x, image, single)
+    degraded = finish_batch(linear_to_srgb(lin + std * normal_noise(x, rngs)), image, single)
+    target = finish_batch(x, image, single)
     return degraded, target

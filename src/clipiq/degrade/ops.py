@@ -18,10 +18,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from clipiq.core.image import finish_batch, working_batch
 from clipiq.degrade._common import (
-    check_image,
     fft_filter,
-    finish,
     gaussian_kernel1d,
     image_rngs,
     linear_to_srgb,
@@ -67,25 +66,25 @@ def _int_at_least(value: int, low: int, name: str) -> int:
 def gaussian_blur(image: Tensor, sigma: float) -> Tensor:
     """Isotropic Gaussian blur with standard deviation `sigma` pixels (mirrored borders)."""
     sigma = _positive(sigma, "sigma")
-    x, single = check_image(image)
+    x, single = working_batch(image)
     k = gaussian_kernel1d(sigma, dtype=x.dtype, device=x.device)
-    return finish(separable_filter(x, k), image, single)
+    return finish_batch(separable_filter(x, k), image, single)
 
 
 def motion_blur(image: Tensor, length: float, seed: int | None = None) -> Tensor:
     """Camera-shake blur along a random trajectory of `length` pixels (one trajectory per image)."""
     length = _positive(length, "length")
-    x, single = check_image(image)
+    x, single = working_batch(image)
     kernels = [motion_kernel(length, trajectory=motion_trajectory(r.numpy())) for r in image_rngs(seed, len(x))]
-    return finish(fft_filter(x, stack_kernels(kernels, x)), image, single)
+    return finish_batch(fft_filter(x, stack_kernels(kernels, x)), image, single)
 
 
 def defocus_blur(image: Tensor, radius: float) -> Tensor:
     """Out-of-focus blur with an anti-aliased disk of `radius` pixels."""
     radius = _positive(radius, "radius")
-    x, single = check_image(image)
+    x, single = working_batch(image)
     k = stack_kernels([disk_kernel(radius)], x)
-    return finish(fft_filter(x, k), image, single)
+    return finish_batch(fft_filter(x, k), image, single)
 
 
 def resize_blur(image: Tensor, factor: float) -> Tensor:
@@ -93,10 +92,10 @@ def resize_blur(image: Tensor, factor: float) -> Tensor:
     factor = _positive(factor, "factor")
     if factor < 1:
         raise ValueError(f"factor must be >= 1, got {factor}")
-    x, single = check_image(image)
+    x, single = working_batch(image)
     h, w = x.shape[-2:]
     small = imresize(x, size=(max(1, round(h / factor)), max(1, round(w / factor))))
-    return finish(imresize(small, size=(h, w)), image, single)
+    return finish_batch(imresize(small, size=(h, w)), image, single)
 
 
 # --------------------------------------------------------------------------------------------- noise
@@ -105,8 +104,8 @@ def resize_blur(image: Tensor, factor: float) -> Tensor:
 def gaussian_noise(image: Tensor, sigma: float, seed: int | None = None) -> Tensor:
     """Additive white Gaussian noise with standard deviation `sigma` (image range [0,1]), per channel."""
     sigma = _non_negative(sigma, "sigma")
-    x, single = check_image(image)
-    return finish(x + sigma * normal_noise(x, image_rngs(seed, len(x))), image, single)
+    x, single = working_batch(image)
+    return finish_batch(x + sigma * normal_noise(x, image_rngs(seed, len(x))), image, single)
 
 
 def poisson_gaussian_noise(image: Tensor, shot: float, read: float, seed: int | None = None) -> Tensor:
@@ -117,9 +116,9 @@ def poisson_gaussian_noise(image: Tensor, shot: float, read: float, seed: int | 
     """
     shot = _non_negative(shot, "shot")
     read = _non_negative(read, "read")
-    x, single = check_image(image)
+    x, single = working_batch(image)
     std = noise_std(shot * x + read**2)
-    return finish(x + std * normal_noise(x, image_rngs(seed, len(x))), image, single)
+    return finish_batch(x + std * normal_noise(x, image_rngs(seed, len(x))), image, single)
 
 
 def impulse_noise(image: Tensor, amount: float, seed: int | None = None, salt_ratio: float = 0.5) -> Tensor:
@@ -130,13 +129,13 @@ def impulse_noise(image: Tensor, amount: float, seed: int | None = None, salt_ra
     salt_ratio = _non_negative(salt_ratio, "salt_ratio")
     if salt_ratio > 1:
         raise ValueError(f"salt_ratio must be in [0,1], got {salt_ratio}")
-    x, single = check_image(image)
+    x, single = working_batch(image)
     n, _, h, w = x.shape
     # the same uniforms at every amount: the corrupted set grows with the amount
     u = uniform_noise(x, image_rngs(seed, n), (2, h, w))
     hit = (u[:, 0:1] < amount).expand_as(x)
     salt = (u[:, 1:2] < salt_ratio).expand_as(x).to(x.dtype)
-    return finish(torch.where(hit, salt, x), image, single)
+    return finish_batch(torch.where(hit, salt, x), image, single)
 
 
 # --------------------------------------------------------------------------------------- compression
@@ -149,7 +148,7 @@ def jpeg(image: Tensor, quality: int, subsampling: str = "4:2:0") -> Tensor:
         raise ValueError(f"quality must be in 1..100, got {quality}")
     if subsampling not in _JPEG_SUBSAMPLING:
         raise ValueError(f"subsampling must be one of {sorted(_JPEG_SUBSAMPLING)}, got {subsampling!r}")
-    x, single = check_image(image)
+    x, single = working_batch(image)
     arr = x.detach().mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     out = []
     for a in arr:
@@ -159,7 +158,7 @@ def jpeg(image: Tensor, quality: int, subsampling: str = "4:2:0") -> Tensor:
         with Image.open(buf) as im:
             out.append(np.asarray(im.convert("RGB")))
     y = torch.from_numpy(np.stack(out)).to(device=x.device).permute(0, 3, 1, 2).to(x.dtype) / 255
-    return finish(y, image, single)
+    return finish_batch(y, image, single)
 
 
 def _median_cut(pixels: np.ndarray, colors: int) -> np.ndarray:
@@ -197,19 +196,19 @@ def _median_cut(pixels: np.ndarray, colors: int) -> np.ndarray:
 def quantization(image: Tensor, colors: int) -> Tensor:
     """Colour quantisation to at most `colors` palette colours (median cut, no dithering); runs on CPU."""
     colors = _int_at_least(colors, 1, "colors")
-    x, single = check_image(image)
+    x, single = working_batch(image)
     arr = x.detach().to(torch.float64).permute(0, 2, 3, 1).cpu().numpy()
     out = np.stack([_median_cut(a.reshape(-1, 3), colors).reshape(a.shape) for a in arr])
     y = torch.from_numpy(out).to(device=x.device, dtype=x.dtype).permute(0, 3, 1, 2)
-    return finish(y, image, single)
+    return finish_batch(y, image, single)
 
 
 def banding(image: Tensor, levels: int) -> Tensor:
     """Posterisation: each channel rounded to `levels` evenly spaced values (0 and 1 kept), so smooth
     gradients turn into visible bands."""
     levels = _int_at_least(levels, 2, "levels")
-    x, single = check_image(image)
-    return finish(torch.round(x * (levels - 1)) / (levels - 1), image, single)
+    x, single = working_batch(image)
+    return finish_batch(torch.round(x * (levels - 1)) / (levels - 1), image, single)
 
 
 # ------------------------------------------------------------------------------------------ exposure
@@ -221,18 +220,18 @@ def low_light(image: Tensor, exposure: float, shot: float, read: float, seed: in
     exposure = _positive(exposure, "exposure")
     shot = _non_negative(shot, "shot")
     read = _non_negative(read, "read")
-    x, single = check_image(image)
+    x, single = working_batch(image)
     lin = srgb_to_linear(x) * exposure
     std = noise_std(shot * lin + read**2)
     lin = lin + std * normal_noise(x, image_rngs(seed, len(x)))
-    return finish(linear_to_srgb(lin), image, single)
+    return finish_batch(linear_to_srgb(lin), image, single)
 
 
 def over_exposure(image: Tensor, gain: float) -> Tensor:
     """Over-exposure: multiply linear intensities by `gain` (>= 1) and clip highlights, as a sensor would."""
     gain = _positive(gain, "gain")
-    x, single = check_image(image)
-    return finish(linear_to_srgb(srgb_to_linear(x) * gain), image, single)
+    x, single = working_batch(image)
+    return finish_batch(linear_to_srgb(srgb_to_linear(x) * gain), image, single)
 
 
 # --------------------------------------------------------------------------------------------- color
@@ -241,17 +240,17 @@ def over_exposure(image: Tensor, gain: float) -> Tensor:
 def contrast_change(image: Tensor, factor: float) -> Tensor:
     """Scale deviations from the image's mean luma by `factor` (< 1 lowers contrast)."""
     factor = _non_negative(factor, "factor")
-    x, single = check_image(image)
+    x, single = working_batch(image)
     mean = luminance(x).mean(dim=(-2, -1), keepdim=True)
-    return finish(mean + factor * (x - mean), image, single)
+    return finish_batch(mean + factor * (x - mean), image, single)
 
 
 def saturation_change(image: Tensor, factor: float) -> Tensor:
     """Scale each pixel's chroma (deviation from its luma) by `factor` (< 1 desaturates, 0 gives grey)."""
     factor = _non_negative(factor, "factor")
-    x, single = check_image(image)
+    x, single = working_batch(image)
     grey = luminance(x)
-    return finish(grey + factor * (x - grey), image, single)
+    return finish_batch(grey + factor * (x - grey), image, single)
 
 
 # Orthonormal basis of the chroma plane (orthogonal to grey): hue 0 points to red, 120 to green, 240 to blue.
@@ -265,13 +264,13 @@ def color_cast(image: Tensor, strength: float, hue: float | None = None, seed: i
     strength = _non_negative(strength, "strength")
     if hue is not None and not _is_real(hue):
         raise ValueError(f"hue must be None or a finite angle in degrees, got {hue!r}")
-    x, single = check_image(image)
+    x, single = working_batch(image)
     angles = [
         math.radians(hue) if hue is not None else r.numpy().uniform(0, 2 * math.pi) for r in image_rngs(seed, len(x))
     ]
     dirs = np.stack([math.cos(a) * _CHROMA_E1 + math.sin(a) * _CHROMA_E2 for a in angles])
     gains = torch.from_numpy(np.exp(strength * dirs)).to(device=x.device, dtype=x.dtype)
-    return finish(linear_to_srgb(srgb_to_linear(x) * gains[:, :, None, None]), image, single)
+    return finish_batch(linear_to_srgb(srgb_to_linear(x) * gains[:, :, None, None]), image, single)
 
 
 # ------------------------------------------------------------------------------------------- spatial
@@ -280,13 +279,13 @@ def color_cast(image: Tensor, strength: float, hue: float | None = None, seed: i
 def pixelate(image: Tensor, block: int) -> Tensor:
     """Mosaic: average `block` x `block` cells and repeat each mean over its cell."""
     block = _int_at_least(block, 1, "block")
-    x, single = check_image(image)
+    x, single = working_batch(image)
     h, w = x.shape[-2:]
     ph, pw = (-h) % block, (-w) % block
     xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
     cells = F.avg_pool2d(xp, block)
     y = cells.repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)[..., :h, :w]
-    return finish(y, image, single)
+    return finish_batch(y, image, single)
 
 
 # ------------------------------------------------------------------------------------------- weather
@@ -345,7 +344,7 @@ def haze(
     triple; when None it is drawn per image in [0.8, 1.0].
     """
     beta = _non_negative(beta, "beta")
-    x, single = check_image(image)
+    x, single = working_batch(image)
     rngs = image_rngs(seed, len(x))
     d = _depth_proxy(x, rngs) if depth is None else _check_depth(depth, x, normalize_depth)
     if airlight is None:
@@ -358,4 +357,4 @@ def haze(
             raise ValueError(f"airlight must be None, a value in [0,1] or three such values, got {airlight!r}")
         air = torch.tensor(vals, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     t = torch.exp(-beta * d)
-    return finish(x * t + air * (1 - t), image, single)
+    return finish_batch(x * t + air * (1 - t), image, single)

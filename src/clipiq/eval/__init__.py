@@ -1,4 +1,4 @@
-"""Evaluation: IQA correlation statistics, full-reference metrics and the synthetic ranking benchmark."""
+"""Evaluation: IQA correlation statistics and full-reference metrics with restoration-paper conventions."""
 
 from clipiq.eval.correlation import (
     CorrelationReport,
@@ -11,13 +11,10 @@ from clipiq.eval.correlation import (
     srcc,
 )
 from clipiq.eval.fr import psnr, rgb2ycbcr, ssim
-from clipiq.eval.synthetic import SyntheticResult, SyntheticRow, synthetic_ranking
 
 __all__ = [
     "CorrelationReport",
     "Logistic4",
-    "SyntheticResult",
-    "SyntheticRow",
     "correlation_report",
     "krcc",
     "logistic4_fit",
@@ -27,5 +24,4 @@ __all__ = [
     "rmse",
     "srcc",
     "ssim",
-    "synthetic_ranking",
 ]

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from clipiq.data.io import DEFAULT_MAX_PIXELS, open_image, pil_to_tensor
+from clipiq.core.image import check_image_batch, pil_to_tensor
+from clipiq.data.io import DEFAULT_MAX_PIXELS, open_image
 
 ImageInput = str | os.PathLike | Image.Image | Tensor
-RANGE_TOLERANCE = 1e-3
 
 
 def to_tensor_list(inputs: ImageInput | Sequence[ImageInput], max_pixels: int | None = DEFAULT_MAX_PIXELS
@@ -39,24 +39,6 @@ def to_tensor_list(inputs: ImageInput | Sequence[ImageInput], max_pixels: int | 
     if not out:
         raise ValueError("no images given")
     return out
-
-
-def check_image_batch(x: Tensor, name: str = "images") -> Tensor:
-    """Check a float RGB tensor in [0,1]; (3,H,W) becomes (1,3,H,W)."""
-    if x.ndim == 3:
-        x = x.unsqueeze(0)
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"{name} must be (3,H,W) or (N,3,H,W) RGB, got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a float tensor in [0,1], got {x.dtype} (divide uint8 images by 255)")
-    if x.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
-        raise ValueError(f"{name} must lie in [0,1], found values in [{lo:.3g}, {hi:.3g}]")
-    return x
 
 
 class QualityMetric(nn.Module):

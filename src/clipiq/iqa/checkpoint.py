@@ -22,12 +22,9 @@ from safetensors.torch import save_file
 from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess
+from clipiq.core.errors import CheckpointError
 
 FORMAT = "clipiq-method/1"
-
-
-class CheckpointError(ValueError):
-    """A method checkpoint is missing, malformed, for another method, or for another backbone."""
 
 
 @dataclass

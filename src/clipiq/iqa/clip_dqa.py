@@ -31,10 +31,10 @@ from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess
 from clipiq.clip.prompts import TextPrompts, prompt_probabilities
+from clipiq.core.tensors import load_trainable_state, trainable_state
 from clipiq.iqa.base import QualityMetric
 from clipiq.iqa.checkpoint import backbone_record, open_with_backbone, payload
 from clipiq.iqa.registry import MetricSpec, register_metric
-from clipiq.train.engine import load_trainable_state, trainable_state
 
 log = logging.getLogger(__name__)
 

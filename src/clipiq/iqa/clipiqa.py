@@ -11,31 +11,11 @@ from torch import Tensor
 from clipiq.clip.load import load_clip
 from clipiq.clip.preprocess import RESIZE_MODES, grid_count
 from clipiq.clip.tokenizer import tokenize
+from clipiq.clip.vocabulary import ATTRIBUTE_PROMPTS
 from clipiq.iqa.base import QualityMetric
 from clipiq.iqa.registry import MetricSpec, register_metric
 
 VIEWS = ("tiles", *RESIZE_MODES)
-
-# The quality pair first; the rest are the attribute pairs of the CLIP-IQA paper (positive, negative).
-ATTRIBUTE_PROMPTS: dict[str, tuple[str, str]] = {
-    "quality": ("Good photo.", "Bad photo."),
-    "brightness": ("Bright photo.", "Dark photo."),
-    "noisiness": ("Clean photo.", "Noisy photo."),
-    "colorfulness": ("Colorful photo.", "Dull photo."),
-    "sharpness": ("Sharp photo.", "Blurry photo."),
-    "contrast": ("High contrast photo.", "Low contrast photo."),
-    "complexity": ("Complex photo.", "Simple photo."),
-    "natural": ("Natural photo.", "Synthetic photo."),
-    "happy": ("Happy photo.", "Sad photo."),
-    "scary": ("Scary photo.", "Peaceful photo."),
-    "new": ("New photo.", "Old photo."),
-    "warm": ("Warm photo.", "Cold photo."),
-    "real": ("Real photo.", "Abstract photo."),
-    "beautiful": ("Beautiful photo.", "Ugly photo."),
-    "lonely": ("Lonely photo.", "Sociable photo."),
-    "relaxing": ("Relaxing photo.", "Stressful photo."),
-}
-
 
 class CLIPIQA(QualityMetric):
     """Probability of the positive prompt of each antonym pair; 'score' averages the quality pairs."""

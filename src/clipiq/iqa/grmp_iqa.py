@@ -44,6 +44,7 @@ from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess, interpolate
 from clipiq.clip.prompts import DeepPrompts, TextPrompts, prompt_probabilities
 from clipiq.clip.tokenizer import tokenize
+from clipiq.core.tensors import load_trainable_state, trainable_state
 from clipiq.iqa.base import QualityMetric
 from clipiq.iqa.checkpoint import (
     CheckpointError,
@@ -54,7 +55,6 @@ from clipiq.iqa.checkpoint import (
     read_method_checkpoint,
 )
 from clipiq.iqa.registry import MetricSpec, register_metric
-from clipiq.train.engine import load_trainable_state, trainable_state
 
 log = logging.getLogger(__name__)
 

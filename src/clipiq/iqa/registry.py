@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from clipiq.clip.load import resolve_device, resolve_precision
+from clipiq.core.device import resolve_device, resolve_precision
 from clipiq.iqa.base import QualityMetric
 
 log = logging.getLogger(__name__)

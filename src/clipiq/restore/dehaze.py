@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clipiq.degrade._common import LUMA_WEIGHTS, check_image, finish
+from clipiq.core.image import LUMA_WEIGHTS, finish_batch, working_batch
 
 __all__ = [
     "DEHAZERS",
@@ -162,7 +162,7 @@ def dark_channel_prior(
     eps: float = 1e-3,
 ) -> Tensor:
     """Dehaze by the dark channel prior (He et al. 2009) with guided-filter refinement of the transmission."""
-    img, single = check_image(x, "x")
+    img, single = working_batch(x, "x")
     patch = _check_int(patch, "patch", 1)
     if patch % 2 == 0:
         raise ValueError(f"patch must be odd so windows are centred, got {patch}")
@@ -180,7 +180,7 @@ def dark_channel_prior(
         t = guided_filter(_grey(img), t, r, eps)
     # the t0 floor stops dense haze (t -> 0) from amplifying noise into garbage
     t = t.clamp(min=t0, max=1.0)
-    return finish((img - air) / t + air, x, single)
+    return finish_batch((img - air) / t + air, x, single)
 
 
 def _percentiles(x: Tensor, low: float, high: float) -> tuple[Tensor, Tensor]:
@@ -207,27 +207,27 @@ def _stretch(img: Tensor, low: float, high: float) -> Tensor:
 
 def contrast_stretch(x: Tensor, low: float = 0.01, high: float = 0.99) -> Tensor:
     """Map each channel's ``low``..``high`` percentiles (per image) linearly to 0..1; flat channels pass."""
-    img, single = check_image(x, "x")
+    img, single = working_batch(x, "x")
     low = _check_real(low, "low", 0.0, 1.0)
     high = _check_real(high, "high", 0.0, 1.0)
     if not low < high:
         raise ValueError(f"low must be below high, got low={low} and high={high}")
-    return finish(_stretch(img, low, high), x, single)
+    return finish_batch(_stretch(img, low, high), x, single)
 
 
 def gamma_restore(x: Tensor, gamma: float = 1.5) -> Tensor:
     """Darken mid-tones by ``x**gamma``, then stretch each channel's 0.1..99.9 percentiles to 0..1."""
-    img, single = check_image(x, "x")
+    img, single = working_batch(x, "x")
     gamma = _check_real(gamma, "gamma", 0.0, math.inf, lo_open=True)
     # the floor keeps the gradient of pow finite at black for gamma < 1
     y = img.clamp(1e-6, 1.0).pow(gamma)
-    return finish(_stretch(y, 0.001, 0.999), x, single)
+    return finish_batch(_stretch(y, 0.001, 0.999), x, single)
 
 
 def _none(x: Tensor) -> Tensor:
     """No dehazing: the hazy input, checked and clamped."""
-    img, single = check_image(x, "x")
-    return finish(img, x, single)
+    img, single = working_batch(x, "x")
+    return finish_batch(img, x, single)
 
 
 def _gamma(x: Tensor) -> Tensor:

@@ -1,24 +1,20 @@
-"""Training machinery (configs, seeds, checkpoints, resume, logs) and the per-method training tasks."""
+"""Layer 6: training machinery (trainer, seeds, checkpoints, resume, logs) and the per-method training tasks."""
 
-from clipiq.train.config import ConfigError, apply_overrides, load_config
-from clipiq.train.engine import MetricsLog, Trainer, autocast, read_metrics, seed_everything, step_rng
+from clipiq.core.registry import Registry
+from clipiq.train.engine import MetricsLog, Trainer, read_metrics, seed_everything, step_rng
 
-# name -> "module" providing DEFAULTS and run(cfg, run_dir, device, resume, progress).
-TASKS: dict[str, str] = {
-    "degradation-clip": "clipiq.train.degradation_clip",
-    "clip-dqa": "clipiq.train.clip_dqa",
-    "grmp-pretrain": "clipiq.train.grmp_pretrain",
-    "grmp-finetune": "clipiq.train.grmp_finetune",
-}
+# Each task is a module with DEFAULTS (the config it accepts) and run(cfg, run_dir, device, resume, progress);
+# entries are lazy, so listing the tasks imports none of them.
+TRAINING_TASKS: Registry = Registry("training task")
+TRAINING_TASKS.register_lazy("degradation-clip", "clipiq.train.degradation_clip")
+TRAINING_TASKS.register_lazy("clip-dqa", "clipiq.train.clip_dqa")
+TRAINING_TASKS.register_lazy("grmp-pretrain", "clipiq.train.grmp_pretrain")
+TRAINING_TASKS.register_lazy("grmp-finetune", "clipiq.train.grmp_finetune")
 
 __all__ = [
-    "TASKS",
-    "ConfigError",
+    "TRAINING_TASKS",
     "MetricsLog",
     "Trainer",
-    "apply_overrides",
-    "autocast",
-    "load_config",
     "read_metrics",
     "seed_everything",
     "step_rng",

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from clipiq.iqa.clip_dqa import MODEL_DEFAULTS, CLIPDQAModel, build_model
-from clipiq.train.iqa import iqa_defaults, run_protocol
+from clipiq.train.protocol import iqa_defaults, run_protocol
 
 DEFAULTS: dict[str, Any] = iqa_defaults({
     "method": "clip-dqa",

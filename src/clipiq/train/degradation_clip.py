@@ -31,8 +31,13 @@ from clipiq.clip.config import CLIPConfig, PreprocessConfig, TextConfig, VisionC
 from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess
 from clipiq.clip.tokenizer import tokenize
+from clipiq.clip.vocabulary import (
+    ATTRIBUTE_OF_DEGRADATION,
+    ATTRIBUTE_PROMPTS,
+    DEGRADATION_PHRASES,
+    describe,
+)
 from clipiq.data.io import list_images, load_image
-from clipiq.iqa.clipiqa import ATTRIBUTE_PROMPTS
 from clipiq.train.engine import step_rng
 
 log = logging.getLogger(__name__)
@@ -81,54 +86,11 @@ DEFAULTS: dict[str, Any] = {
     "eval": {"photos": 4, "crop": 128, "levels": [3, 4, 5]},
 }
 
-# Distinct vocabulary per degradation type (used in descriptions and zero-shot type prompts).
-TYPE_PHRASES: dict[str, str] = {
-    "gaussian_blur": "gaussian blur",
-    "motion_blur": "motion blur",
-    "defocus_blur": "defocus blur",
-    "gaussian_noise": "gaussian noise",
-    "poisson_gaussian_noise": "sensor noise",
-    "impulse_noise": "salt and pepper noise",
-    "jpeg": "jpeg compression artifacts",
-    "quantization": "color quantization",
-    "banding": "color banding",
-    "low_light": "low light",
-    "over_exposure": "overexposure",
-    "haze": "haze",
-    "contrast_change": "low contrast",
-    "saturation_change": "faded colors",
-    "color_cast": "a color cast",
-    "pixelate": "pixelation",
-    "resize_blur": "upscaling blur",
-}
-LEVEL_WORDS = {1: "very slight", 2: "slight", 3: "moderate", 4: "strong", 5: "severe"}
-CLEAN_TEXTS = ("a sharp, clean photo", "a good photo", "a clean, high quality photo")
-
-# CLIP-IQA antonym pairs trained with graded targets, and which degradation families move them.
+# CLIP-IQA antonym pairs trained with graded targets.
 ANTONYM_PAIRS: dict[str, tuple[str, str]] = {
     k: ATTRIBUTE_PROMPTS[k] for k in ("quality", "sharpness", "noisiness", "brightness", "colorfulness", "contrast")
 }
-_ATTRIBUTE_OF = {
-    "gaussian_blur": "sharpness", "motion_blur": "sharpness", "defocus_blur": "sharpness",
-    "resize_blur": "sharpness", "pixelate": "sharpness",
-    "gaussian_noise": "noisiness", "poisson_gaussian_noise": "noisiness", "impulse_noise": "noisiness",
-    "low_light": "brightness", "over_exposure": "brightness",
-    "saturation_change": "colorfulness", "contrast_change": "contrast", "haze": "contrast",
-}
 Recipe = list[tuple[str, int]]
-
-
-def describe(recipe: Recipe, rng: np.random.Generator, p_level_word: float = 0.7) -> str:
-    """A natural-language description of a degradation recipe (clean when empty)."""
-    if not recipe:
-        return CLEAN_TEXTS[int(rng.integers(len(CLEAN_TEXTS)))]
-    parts = []
-    for name, level in recipe:
-        phrase = TYPE_PHRASES[name]
-        # Sometimes drop the severity word so level-free zero-shot prompts are in distribution.
-        parts.append(phrase if rng.random() < 1.0 - p_level_word else f"{LEVEL_WORDS[level]} {phrase}")
-    lead = "a bad photo with" if max(lv for _, lv in recipe) >= 4 and rng.random() < 0.3 else "a photo with"
-    return f"{lead} {' and '.join(parts)}"
 
 
 def antonym_targets(recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +105,7 @@ def antonym_targets(recipe: Recipe) -> tuple[np.ndarray, np.ndarray]:
         for a in ("sharpness", "noisiness"):
             target[names.index(a)], mask[names.index(a)] = 1.0, 1.0
     for name, level in recipe:
-        attr = _ATTRIBUTE_OF.get(name)
+        attr = ATTRIBUTE_OF_DEGRADATION.get(name)
         if attr is None:
             continue
         i = names.index(attr)
@@ -227,8 +189,8 @@ GROUP = 8
 
 def build_pool(dcfg: Mapping[str, Any], seed: int, cache_dir: Path | None = None) -> dict[str, Any]:
     """Generate (or load from cache) the pool of degraded crops: uint8 images and one recipe per crop."""
-    names = list(dcfg.get("degradations") or TYPE_PHRASES)
-    unknown = [n for n in names if n not in TYPE_PHRASES]
+    names = list(dcfg.get("degradations") or DEGRADATION_PHRASES)
+    unknown = [n for n in names if n not in DEGRADATION_PHRASES]
     if unknown:
         raise ValueError(f"data.degradations has types without descriptions: {unknown}")
     paths = _photos(Path(dcfg["root"]), dcfg["train_dirs"])
@@ -381,7 +343,7 @@ class DegradationCLIPTask:
 
 def type_prompt(name: str) -> str:
     """The zero-shot prompt of one degradation type."""
-    return f"a photo with {TYPE_PHRASES[name]}"
+    return f"a photo with {DEGRADATION_PHRASES[name]}"
 
 
 _EVAL_CACHE: dict[tuple, list[list[Tensor]]] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import logging
 import math
@@ -18,7 +17,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from clipiq.train.config import config_digest, dump_config
+from clipiq.core.config import config_json, dump_config
+from clipiq.core.device import autocast
+from clipiq.core.tensors import load_trainable_state, trainable_state
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +41,6 @@ def epoch_batch(seed: int, step: int, n: int, batch: int) -> list[int]:
     epoch, b = divmod(step, math.ceil(n / batch))
     perm = np.random.default_rng([seed, epoch]).permutation(n)
     return perm[b * batch : (b + 1) * batch].tolist()
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed precision where it helps: bf16 autocast on CPU or CUDA, fp16 on CUDA; fp32 is a no-op."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 mixed precision needs CUDA; use bf16 on CPU")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class TrainTask(Protocol):
@@ -106,27 +97,6 @@ def save_atomic(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters that train plus all buffers: what a resume checkpoint needs (frozen backbones excluded)."""
-    params = dict(model.named_parameters())
-    # state_dict() holds only persistent buffers, which is what load_state_dict expects back.
-    return {k: v.detach() for k, v in model.state_dict(keep_vars=True).items()
-            if k not in params or params[k].requires_grad}
-
-
-def load_trainable_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load a :func:`trainable_state` (or a full state dict) into ``model``; unknown keys are an error."""
-    missing, unexpected = model.load_state_dict(dict(state), strict=False)
-    if unexpected:
-        raise ValueError(f"{source}: keys not in the model: {', '.join(unexpected[:5])}"
-                         f"{' ...' if len(unexpected) > 5 else ''}")
-    wanted = {k for k, v in model.named_parameters() if v.requires_grad}
-    absent = sorted(wanted & set(missing))
-    if absent:
-        raise ValueError(f"{source}: trainable tensors missing: {', '.join(absent[:5])}"
-                         f"{' ...' if len(absent) > 5 else ''}")
 
 
 def build_optimizer(params: list[nn.Parameter], tcfg: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -227,7 +197,7 @@ class Trainer:
         if not (self.resume and self.last_path.exists()):
             return
         ck = torch.load(self.last_path, map_location="cpu", weights_only=False)
-        if config_digest(ck["config"]) != config_digest(self.cfg):
+        if config_json(ck["config"]) != config_json(self.cfg):
             raise ValueError(f"{self.last_path} was written with a different config; resume refused "
                              "(use another run directory, or --no-resume to start over)")
         load_trainable_state(self.task.model, ck["model"], str(self.last_path))

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from clipiq.iqa.grmp_iqa import MODEL_DEFAULTS, REG_DEFAULTS, GRMPIQAModel, build_model
-from clipiq.train.iqa import iqa_defaults, run_protocol
+from clipiq.train.protocol import iqa_defaults, run_protocol
 
 DEFAULTS: dict[str, Any] = iqa_defaults({
     "method": "grmp-iqa",

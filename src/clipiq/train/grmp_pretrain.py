@@ -41,7 +41,7 @@ from clipiq.eval.correlation import srcc
 from clipiq.iqa.checkpoint import read_method_checkpoint, save_method_checkpoint
 from clipiq.iqa.grmp_iqa import MODEL_DEFAULTS, GRMPIQAModel, build_model
 from clipiq.train.engine import Trainer, epoch_batch, seed_everything
-from clipiq.train.iqa import ImageCache, load_iqa_labels, normalised_targets
+from clipiq.train.protocol import ImageCache, load_iqa_labels, normalised_targets
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class MetaTask(Protocol):
 class LabelledTask:
     """The records of one distortion type of a labelled dataset, split by content into support and query.
 
-    ``images`` maps a record index to its (3,H,W) [0,1] image (an :class:`~clipiq.train.iqa.ImageCache`).
+    ``images`` maps a record index to its (3,H,W) [0,1] image (an :class:`~clipiq.train.protocol.ImageCache`).
     """
 
     def __init__(self, name: str, labels: IQALabels, indices: Sequence[int], images: Callable[[int], Tensor],
@@ -156,7 +156,7 @@ class SyntheticTask:
 
     def __init__(self, name: str, photos: Sequence[Tensor], support_ids: Sequence[int], query_ids: Sequence[int],
                  levels: Sequence[int], crop: int, seed: int, eval_max: int | None):
-        from clipiq.data.synthetic import level_count
+        from clipiq.synth.degraded import level_count
 
         n = level_count(name)
         bad = [lv for lv in levels if not 0 <= int(lv) <= n]

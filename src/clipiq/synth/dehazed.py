@@ -11,7 +11,7 @@ opinion score: it rewards staying close to the original photo, so it punishes ov
 shifts and does not reward a pleasing but unfaithful result the way a viewer might. PSNR is stored too.
 
 Every hazy image is reproducible on its own: its seed is derived from (seed, photo number, level) exactly as
-:func:`clipiq.data.synthetic.write_synthetic_dataset` derives the seed of its ``haze`` images (so with the
+:func:`clipiq.synth.degraded.write_synthetic_dataset` derives the seed of its ``haze`` images (so with the
 same seed and crop, ``S001_h3_none.png`` equals ``make-dataset``'s ``I01_<haze>_03.png``), and the
 dehazers are deterministic, so the output does not depend on the order of work or the number of workers.
 """
@@ -27,7 +27,7 @@ from typing import Any
 
 from clipiq.data.io import list_images, load_image, save_image
 from clipiq.data.labels import IQALabels, LabelFileError, read_csv_labels
-from clipiq.data.synthetic import (
+from clipiq.synth.degraded import (
     _center_crop,
     _check_levels,
     _run_jobs,

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from clipiq.core.errors import ConfigError
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads 1e-3 as a float (YAML 1.1 wants 1.0e-3)."""
@@ -28,8 +30,12 @@ def yaml_load(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
-class ConfigError(ValueError):
-    """A config file or override is malformed; names the file or the override."""
+def parse_value(text: str) -> Any:
+    """Parse a command-line value with YAML rules (numbers, booleans, lists); unparsable text stays text."""
+    try:
+        return yaml_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -105,6 +111,6 @@ def dump_config(cfg: Mapping[str, Any], path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(dict(cfg), sort_keys=False), encoding="utf-8")
 
 
-def config_digest(cfg: Mapping[str, Any]) -> str:
-    """A stable JSON form of a config, for comparing runs."""
+def config_json(cfg: Mapping[str, Any]) -> str:
+    """A canonical JSON form of a config (sorted keys), for comparing runs."""
     return json.dumps(cfg, sort_keys=True, default=str)

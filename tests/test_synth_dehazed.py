@@ -12,15 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-import clipiq.data.dehazed as dehazed_mod
+import clipiq.synth.dehazed as dehazed_mod
 from clipiq.cli.make_dataset import register, run
-from clipiq.data.dehazed import synthetic_dehazed_labels, write_synthetic_dehazed_dataset
 from clipiq.data.io import load_image
 from clipiq.data.labels import read_labels
 from clipiq.data.splits import split_by_group
-from clipiq.data.synthetic import distortion_type_ids, write_synthetic_dataset
 from clipiq.eval import ssim
 from clipiq.restore import DEHAZERS
+from clipiq.synth.degraded import distortion_type_ids, write_synthetic_dataset
+from clipiq.synth.dehazed import synthetic_dehazed_labels, write_synthetic_dehazed_dataset
 
 COLUMNS = ["image", "mos", "scene", "ref", "haze_level", "dehazer", "psnr", "ssim"]
 

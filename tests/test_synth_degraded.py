@@ -17,8 +17,8 @@ from clipiq.cli.make_dataset import register, run
 from clipiq.data.io import load_image
 from clipiq.data.labels import read_kadid10k, read_labels
 from clipiq.data.splits import split_by_group
-from clipiq.data.synthetic import distortion_type_ids, synthesize, write_synthetic_dataset
 from clipiq.degrade import DEGRADATIONS
+from clipiq.synth.degraded import distortion_type_ids, synthesize, write_synthetic_dataset
 
 NAMES = ["gaussian_blur", "gaussian_noise"]
 

@@ -32,13 +32,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from clipiq.core.config import merge
+from clipiq.core.tensors import load_trainable_state
 from clipiq.data.io import load_image
 from clipiq.data.labels import IQALabels, read_labels
 from clipiq.data.splits import Split, few_shot, split_by_group
 from clipiq.eval.correlation import krcc, plcc, rmse, srcc
 from clipiq.iqa.checkpoint import read_method_checkpoint, save_method_checkpoint
-from clipiq.train.config import merge
-from clipiq.train.engine import Trainer, epoch_batch, load_trainable_state, seed_everything
+from clipiq.train.engine import Trainer, epoch_batch, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def _labels_source(dcfg: Mapping[str, Any]) -> IQALabels:
 
 
 def _synthetic_dehazed(dcfg: Mapping[str, Any]) -> IQALabels:
-    from clipiq.data.dehazed import synthetic_dehazed_labels
+    from clipiq.synth.dehazed import synthetic_dehazed_labels
 
     photos = Path(dcfg["photos"])
     if not photos.is_dir():
@@ -128,7 +129,7 @@ def _synthetic_dehazed(dcfg: Mapping[str, Any]) -> IQALabels:
 
 
 def _synthetic_degraded(dcfg: Mapping[str, Any]) -> IQALabels:
-    from clipiq.data.synthetic import write_synthetic_dataset
+    from clipiq.synth.degraded import write_synthetic_dataset
 
     photos = Path(dcfg["photos"])
     if not photos.is_dir():

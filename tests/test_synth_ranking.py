@@ -1,4 +1,4 @@
-"""clipiq.eval.synthetic_ranking on real photo crops with clipiq.degrade."""
+"""clipiq.synth.ranking_ranking on real photo crops with clipiq.degrade."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 from scipy import stats
 
 from clipiq.data.io import list_images, load_image
-from clipiq.eval import SyntheticResult, psnr, synthetic_ranking
+from clipiq.eval import psnr
+from clipiq.synth.ranking import SyntheticResult, synthetic_ranking
 
 degrade = pytest.importorskip("clipiq.degrade")
 CROP = 128

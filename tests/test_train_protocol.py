@@ -23,7 +23,7 @@ from clipiq.iqa.checkpoint import (
     save_method_checkpoint,
 )
 from clipiq.train.engine import Trainer, load_trainable_state, trainable_state
-from clipiq.train.iqa import normalised_targets, round_split, run_protocol
+from clipiq.train.protocol import normalised_targets, round_split, run_protocol
 
 
 @pytest.fixture(scope="module")
@@ -274,8 +274,8 @@ class _NoiseModel(nn.Module):
 
 
 def test_run_protocol_rounds_summary_and_resume(tmp_path):
-    from clipiq.train.config import apply_overrides
-    from clipiq.train.iqa import IQA_DEFAULTS
+    from clipiq.core.config import apply_overrides
+    from clipiq.train.protocol import IQA_DEFAULTS
 
     labels = _toy_labels(tmp_path)
     cfg = apply_overrides(IQA_DEFAULTS, ["protocol.rounds=3", "protocol.val_fraction=0.25", "train.epochs=6",
