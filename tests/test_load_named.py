@@ -7,8 +7,9 @@ import torch
 
 import clipiq
 from clipiq.clip import weights as wreg
-from clipiq.clip.config import get_architecture
+from clipiq.clip.config import ARCHITECTURES, get_architecture
 from clipiq.clip.model import build_model
+from clipiq.core.errors import UnknownNameError
 
 
 @pytest.fixture
@@ -99,3 +100,11 @@ def test_degradation_clip_ships_and_loads_offline(monkeypatch, tmp_path):
     with torch.no_grad():
         t = model.encode_text(clipiq.tokenize(["Good photo.", "Bad photo."]), normalize=True)
     assert float(t[0] @ t[1]) < 0.999  # trained text tower tells the pair apart
+
+
+def test_architectures_are_a_registry():
+    assert "ViT-B-32" in ARCHITECTURES and ARCHITECTURES["vit-b-32"].name == "ViT-B-32"
+    assert get_architecture("ViT-B-32").act == "quick_gelu"
+    assert get_architecture("test-tiny-quickgelu").act == "quick_gelu" and get_architecture("test-tiny").act == "gelu"
+    with pytest.raises(UnknownNameError, match="unknown CLIP architecture 'ViT-B-33'.*Did you mean ViT-B-32"):
+        get_architecture("ViT-B-33-quickgelu")

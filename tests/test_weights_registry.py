@@ -10,7 +10,6 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 
-from clipiq.clip import weights as W
 from clipiq.clip.weights import (
     PretrainedWeights,
     UnknownWeightsError,
@@ -28,6 +27,7 @@ from clipiq.clip.weights import (
     unregister_weights,
     verify_file,
 )
+from clipiq.core import hub as core_hub
 
 # OpenAI's normalisation constants, as written in openai/CLIP clip/clip.py.
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -133,7 +133,7 @@ def test_openai_original_archives_are_content_addressed():
 
 
 def test_unknown_name_suggests_close_matches():
-    with pytest.raises(UnknownWeightsError, match=r"Did you mean 'ViT-B-32/openai'") as info:
+    with pytest.raises(UnknownWeightsError, match=r"Did you mean ViT-B-32/openai\b") as info:
         get_weights("ViT-B-32/opnai")
     assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
     assert "ViT-L-14/openai" in str(info.value)  # lists what is registered
@@ -192,13 +192,13 @@ def test_resolve_downloads_verifies_and_caches(home, record, hub, payload):
 
 def test_marker_avoids_rehashing(home, record, hub, monkeypatch):
     calls = []
-    real = W.sha256_file
+    real = core_hub.sha256_file
 
     def counting(path, *args, **kwargs):
         calls.append(Path(path))
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(W, "sha256_file", counting)
+    monkeypatch.setattr(core_hub, "sha256_file", counting)  # hashing lives in clipiq.core.hub
     path = resolve_weights(record)
     assert len(calls) == 1  # verified once, right after the download
     marker = path.with_name(path.name + ".sha256-ok")
@@ -306,3 +306,12 @@ def test_sha256_helpers(tmp_path, payload):
         verify_file(src, "0" * 64)
     with pytest.raises(FileNotFoundError):
         verify_file(tmp_path / "missing.bin", "0" * 64)
+
+
+def test_every_named_record_is_a_hub_file_with_a_licence():
+    for name in list_weights():
+        rec = get_weights(name)
+        assert isinstance(rec, core_hub.HubFile) and rec.license == "MIT", name
+    assert get_weights("vit-b-32/OPENAI").name == "ViT-B-32/openai"  # names are case-insensitive
+    assert list_weights(arch="vit-b-32") == list_weights(arch="ViT-B-32")
+    assert list_weights() == sorted(list_weights())

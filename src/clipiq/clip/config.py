@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from clipiq.core.registry import Registry
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -96,18 +97,14 @@ def _vit(name: str, embed: int, v: VisionConfig, t: TextConfig, **kw: Any) -> CL
     )
 
 
-ARCHITECTURES: dict[str, CLIPConfig] = {
-    "ViT-B-32": _vit(
-        "ViT-B-32", 512, VisionConfig(224, 32, 768, 12, 12), TextConfig(77, 49408, 512, 12, 8)
-    ),
-    "ViT-B-16": _vit(
-        "ViT-B-16", 512, VisionConfig(224, 16, 768, 12, 12), TextConfig(77, 49408, 512, 12, 8)
-    ),
-    "ViT-L-14": _vit(
-        "ViT-L-14", 768, VisionConfig(224, 14, 1024, 24, 16), TextConfig(77, 49408, 768, 12, 12)
-    ),
+ARCHITECTURES: Registry[CLIPConfig] = Registry("CLIP architecture")
+
+for _cfg in (
+    _vit("ViT-B-32", 512, VisionConfig(224, 32, 768, 12, 12), TextConfig(77, 49408, 512, 12, 8)),
+    _vit("ViT-B-16", 512, VisionConfig(224, 16, 768, 12, 12), TextConfig(77, 49408, 512, 12, 8)),
+    _vit("ViT-L-14", 768, VisionConfig(224, 14, 1024, 24, 16), TextConfig(77, 49408, 768, 12, 12)),
     # Random, seeded, under 1M parameters: for tests and smoke runs only, its outputs mean nothing.
-    "test-tiny": _vit(
+    _vit(
         "test-tiny",
         32,
         VisionConfig(224, 16, 32, 2, 2),
@@ -115,24 +112,12 @@ ARCHITECTURES: dict[str, CLIPConfig] = {
         act="gelu",
         random=True,
     ),
-}
+):
+    ARCHITECTURES.register(_cfg.name, _cfg)
+del _cfg
 
 
 def get_architecture(name: str) -> CLIPConfig:
     """Look up an architecture by name; a '-quickgelu' suffix selects the QuickGELU activation."""
-    base, act = name, None
-    if name.endswith("-quickgelu"):
-        base, act = name[: -len("-quickgelu")], "quick_gelu"
-    if base not in ARCHITECTURES:
-        close = difflib.get_close_matches(base, list(ARCHITECTURES), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown CLIP architecture {name!r}; known: {', '.join(ARCHITECTURES)}.{hint}")
-    cfg = ARCHITECTURES[base]
-    return cfg.replace(act=act) if act else cfg
-
-
-def register_architecture(cfg: CLIPConfig, overwrite: bool = False) -> None:
-    """Add an architecture to the registry (used by models trained with clipiq)."""
-    if cfg.name in ARCHITECTURES and not overwrite:
-        raise ValueError(f"architecture {cfg.name!r} is already registered")
-    ARCHITECTURES[cfg.name] = cfg
+    cfg = ARCHITECTURES.get(name.removesuffix("-quickgelu"))  # unknown names list close matches
+    return cfg.replace(act="quick_gelu") if name.endswith("-quickgelu") else cfg

@@ -81,10 +81,9 @@ def load_clip(
     if name and name not in ARCHITECTURES and not name.endswith("-quickgelu"):
         record = wreg.get_weights(name)  # raises a helpful error for unknown names
     if record is not None:
-        if weights is not None:
-            path, sha = Path(weights), _verify_local_copy(record, Path(weights))
-        else:
-            path, sha = wreg.resolve_weights(record), record.sha256
+        # A local copy is checked against the registered sha256 when it is the registry's own file.
+        path = wreg.resolve_weights(record, local=weights)
+        sha = record.sha256 if weights is None or record.checks_copy(path) else _sha_or_none(path)
         # clipiq's own checkpoints carry their architecture and preprocessing in the file's metadata;
         # for the others the record supplies them, so normalisation cannot drift from the weights.
         arch = None if record.layout == "clipiq" else get_architecture(record.arch).replace(
@@ -110,16 +109,6 @@ def load_clip(
         log.warning("%s has random weights: its scores mean nothing (tests and smoke runs only)", cfg.name)
     model = model.to(device=dev, dtype=dtype).eval()
     return model, Preprocess(model.cfg.preprocess, model.cfg.vision.patch_size)
-
-
-def _verify_local_copy(record: wreg.PretrainedWeights, path: Path) -> str | None:
-    """A user-supplied copy of named weights is checked when it is the registry's own file."""
-    if path.is_file() and record.sha256 and path.name == record.filename:
-        wreg.verify_file(path, record.sha256)
-        return record.sha256
-    log.warning("%s: local copy of %s in another file form; its sha256 is not checked against the registry",
-                path, record.name)
-    return _sha_or_none(path)
 
 
 def _sha_or_none(path: Path) -> str | None:

@@ -11,6 +11,7 @@ from clipiq.core.errors import (
     UnknownNameError,
     WeightsError,
 )
+from clipiq.core.hub import HubFile, HubRegistry
 from clipiq.core.image import LUMA_WEIGHTS, RANGE_TOLERANCE, check_image_batch, pil_to_tensor
 from clipiq.core.registry import Registry
 from clipiq.core.tensors import load_tensors, load_trainable_state, save_tensors, trainable_state
@@ -22,6 +23,8 @@ __all__ = [
     "CheckpointError",
     "ClipIQError",
     "ConfigError",
+    "HubFile",
+    "HubRegistry",
     "ImageLoadError",
     "Registry",
     "UnknownNameError",

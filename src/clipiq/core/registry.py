@@ -34,7 +34,8 @@ class _Lazy:
 class Registry(Generic[T]):
     """Names (case-insensitive) to entries, with lazy entries, did-you-mean errors and filtered listing.
 
-    ``kind`` names what the registry holds ("metric", "degradation") and appears in its errors.
+    ``kind`` names what the registry holds ("metric", "degradation") and appears in its errors. Listing keeps
+    registration order, because some tables are ordered on purpose (degradation type ids follow it).
     """
 
     def __init__(self, kind: str):
@@ -102,11 +103,11 @@ class Registry(Generic[T]):
         return len(self._entries)
 
     def names(self, pattern: str | None = None, where: Callable[[T], bool] | None = None) -> list[str]:
-        """Sorted names, optionally only those matching a glob ``pattern`` and/or satisfying ``where(entry)``.
+        """Names in registration order, optionally only those matching a glob ``pattern`` and/or ``where(entry)``.
 
         ``where`` loads lazy entries; a pattern alone does not.
         """
-        out = sorted(self._names.values(), key=str.lower)
+        out = list(self._names.values())
         if pattern is not None:
             out = [n for n in out if fnmatch.fnmatchcase(n.lower(), pattern.lower())]
         if where is not None:
@@ -114,11 +115,11 @@ class Registry(Generic[T]):
         return out
 
     def items(self) -> list[tuple[str, T]]:
-        """(name, entry) pairs in name order (lazy entries are loaded)."""
+        """(name, entry) pairs in registration order (lazy entries are loaded)."""
         return [(n, self.get(n)) for n in self.names()]
 
     def values(self) -> list[T]:
-        """Entries in name order (lazy entries are loaded)."""
+        """Entries in registration order (lazy entries are loaded)."""
         return [self.get(n) for n in self.names()]
 
     def __repr__(self) -> str:
