@@ -26,7 +26,7 @@ from clipiq.clip.vocabulary import DEGRADATION_PHRASES
 from clipiq.data.io import list_images, load_image
 from clipiq.degrade import DEGRADATIONS
 from clipiq.synth.ranking import synthetic_ranking
-from clipiq.train.degradation_clip import evaluate_model
+from clipiq.train.degradation_clip import degraded_eval_set, evaluate_model
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = REPO.parent / "shared" / "data" / "photos" / "mcmaster18"
@@ -44,7 +44,7 @@ def run(model_name: str, photos: list[Path], crop: int, seed: int) -> dict:
     images = [centre_crop(load_image(p), crop) for p in photos]
     names = [n for n in DEGRADATIONS if n in DEGRADATION_PHRASES]
     t0 = time.perf_counter()
-    types = evaluate_model(model, pre, images, levels=(3, 4, 5), names=names, seed=seed)
+    types = evaluate_model(model, pre, degraded_eval_set(images, names, seed=seed), levels=(3, 4, 5), names=names)
     metric = clipiq.create_metric("clipiqa", model=model_name, device="cpu", view="native")
     rank = synthetic_ranking(metric, images, names, seed=seed, progress=False)
     return {

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real images in ../shared/data, skipped with a reason where absent."""
+"""Shared fixtures: the real images in ../shared/data (skipped with a reason where absent) and the devices."""
 
 from __future__ import annotations
 
@@ -43,3 +43,11 @@ def sr_dir() -> Path:
 def examples_dir() -> Path:
     """The small example images bundled in the repo."""
     return REPO / "examples"
+
+
+@pytest.fixture(scope="session", params=["cpu", "cuda"])
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Each device a test should pass on; the CUDA case skips where no GPU is visible."""
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("CUDA is not available (torch.cuda.is_available() is False)")
+    return torch.device(request.param)

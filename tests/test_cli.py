@@ -95,6 +95,50 @@ def test_torn_jsonl_line_is_rescored(images, tmp_path, capsys):
     assert sorted(r["path"] for r in rows) == sorted(str(p) for p in images.glob("*.png"))
 
 
+def test_score_rows_match_the_python_api(images, tmp_path):
+    """Streamed rows (any batch size, any number of decoding threads) hold the scores the API gives one by one."""
+    from clipiq import create_metric
+
+    out = tmp_path / "s.jsonl"
+    assert main(["score", str(images), "--model", "test-tiny", "--device", "cpu", "-o", str(out), "--batch-size",
+                 "2", "--workers", "3", "--attributes", "sharpness"]) == 1
+    rows = _load(out)
+    assert sorted(r["path"] for r in rows) == sorted(str(p) for p in images.glob("*.png"))
+    assert all(set(r) == {"path", "score", "sharpness", "error", "metric", "model"} for r in rows if not r["error"])
+    metric = create_metric("clipiqa", model="test-tiny", device="cpu", attributes="sharpness")
+    for r in rows:
+        if r["error"]:
+            assert r["path"].endswith("corrupt.png") and "score" not in r
+            continue
+        want = metric.score_with_outputs(r["path"])
+        assert r["score"] == pytest.approx(float(want["score"][0]), abs=2e-5)
+        assert r["sharpness"] == pytest.approx(float(want["sharpness"][0]), abs=2e-5)
+
+
+def test_interrupted_score_keeps_finished_rows(images, tmp_path, monkeypatch, capsys):
+    from clipiq.iqa.base import QualityMetric
+
+    calls = []
+    real = QualityMetric.score_batch
+
+    def flaky(self, prepared):
+        calls.append(len(prepared))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, prepared)
+
+    monkeypatch.setattr(QualityMetric, "score_batch", flaky)
+    out = tmp_path / "s.csv"
+    args = ["score", str(images), "--model", "test-tiny", "--device", "cpu", "-o", str(out), "--batch-size", "2"]
+    assert main(args) == 130
+    kept = [r for r in _read_csv(out) if not r["error"]]
+    assert len(kept) == sum(calls[:2])  # every image scored before the interrupt is on disk
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main(args) == 1
+    assert f"{len(kept)} of 6 images already scored" in capsys.readouterr().err
+
+
 def test_output_from_another_metric_or_model_is_refused(images, tmp_path, capsys):
     out = tmp_path / "s.csv"
     (images / "corrupt.png").unlink()

@@ -433,5 +433,5 @@ def test_read_labels_guesses_format(tmp_path: Path) -> None:
     for name, f in files.items():
         assert read_labels(f).name == name, f
     assert read_labels(files["custom"], format="csv").name == "custom"
-    with pytest.raises(ValueError, match="format must be one of"):
+    with pytest.raises(ValueError, match="unknown label format"):
         read_labels(files["custom"], format="pipal")

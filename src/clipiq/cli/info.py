@@ -7,7 +7,7 @@ import argparse
 from clipiq.cli.common import format_table
 from clipiq.clip import weights as wreg
 from clipiq.clip.config import ARCHITECTURES
-from clipiq.iqa import METRICS
+from clipiq.iqa import get_metric_spec, list_metrics
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_metrics(args: argparse.Namespace) -> int:
-    """Print the metric registry."""
+    """Print the metric registry from the specs (imports no method module)."""
     rows = [
         {
             "metric": s.name,
@@ -29,7 +29,7 @@ def run_metrics(args: argparse.Namespace) -> int:
             "checkpoint": "required" if s.needs_checkpoint else "",
             "description": s.description,
         }
-        for s in sorted(METRICS.values(), key=lambda s: s.name)
+        for s in map(get_metric_spec, list_metrics())
     ]
     print(format_table(rows, list(rows[0])))
     return 0

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from clipiq.data.runner import RunResult
+
 log = logging.getLogger(__name__)
 
 FORMATS = (".csv", ".jsonl", ".json")
@@ -46,6 +48,14 @@ def read_results(path: Path) -> list[dict[str, Any]]:
             # An interrupted run can leave half a line; that image is simply scored again.
             log.warning("%s: ignoring unreadable line %d", path, i + 1)
     return rows
+
+
+def result_row(result: RunResult, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The row of one scored input: path, each output (rounded to 6 places), error ("" when scored), and ``base``."""
+    row = {**(base or {}), "path": result.source, "error": result.error or ""}
+    if result.ok:
+        row.update({k: round(float(v), 6) for k, v in result.output.items()})
+    return row
 
 
 def completed_paths(rows: Sequence[dict[str, Any]]) -> set[str]:

@@ -6,22 +6,20 @@ import argparse
 import logging
 import sys
 import time
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
 from clipiq.cli.common import add_model_args, format_table, metric_options
-from clipiq.cli.results import ResultWriter, completed_paths, read_results
-from clipiq.data.io import DEFAULT_MAX_PIXELS, ImageLoadError, list_images, load_image
+from clipiq.cli.results import ResultWriter, completed_paths, read_results, result_row
+from clipiq.data.io import DEFAULT_MAX_PIXELS, list_images
 from clipiq.iqa import create_metric
-from clipiq.iqa.base import QualityMetric
 
 log = logging.getLogger(__name__)
+
+# Rows are written (and fsynced) a batch's worth at a time, and no later than this once more rows arrive.
+WRITE_EVERY_S = 5.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,71 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra metric option (repeatable)")
     p.set_defaults(func=run)
-
-
-def _decode(path: Path, metric: QualityMetric, max_pixels: int) -> torch.Tensor:
-    return metric.prepare(load_image(path, max_pixels=max_pixels))
-
-
-def _decoded(todo: Sequence[Path], metric: QualityMetric, workers: int, batch_size: int, max_pixels: int,
-             pool: ThreadPoolExecutor) -> Iterator[tuple[Path, torch.Tensor | None, str | None]]:
-    """Decode in worker threads, a bounded window ahead of the model, yielding in input order."""
-    window: deque[tuple[Path, Future]] = deque()
-    ahead = max(2 * batch_size, 4 * workers)
-    for path in todo:
-        window.append((path, pool.submit(_decode, path, metric, max_pixels)))
-        if len(window) >= ahead:
-            yield _result(*window.popleft())
-    while window:
-        yield _result(*window.popleft())
-
-
-def iter_scored(metric: QualityMetric, paths: Sequence[Path], *, batch_size: int = 16, workers: int = 2,
-                max_pixels: int = DEFAULT_MAX_PIXELS, base: dict[str, Any] | None = None
-                ) -> Iterator[list[dict[str, Any]]]:
-    """Score files with decoding overlapped with the model; yields finished rows batch by batch.
-
-    A file that cannot be decoded or scored yields a row with an ``error`` and no score.
-    """
-    base = base or {}
-    pending: list[tuple[Path, torch.Tensor]] = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        for path, tensor, err in _decoded(paths, metric, workers, batch_size, max_pixels, pool):
-            if err is not None:
-                yield [{**base, "path": str(path), "error": err}]
-                continue
-            pending.append((path, tensor))
-            if len(pending) >= batch_size:
-                yield _score_batch(metric, pending, base)
-                pending = []
-        if pending:
-            yield _score_batch(metric, pending, base)
-
-
-def _result(path: Path, fut: Future) -> tuple[Path, torch.Tensor | None, str | None]:
-    try:
-        return path, fut.result(), None
-    except ImageLoadError as e:
-        return path, None, e.reason
-    except Exception as e:  # a decoder bug on one file must not end the run
-        return path, None, f"{type(e).__name__}: {e}"
-
-
-def _score_batch(metric: QualityMetric, items: list[tuple[Path, torch.Tensor]], base: dict[str, Any]
-                 ) -> list[dict[str, Any]]:
-    try:
-        outs = metric.score_many([t for _, t in items])
-    except Exception as e:
-        if len(items) == 1:
-            return [{**base, "path": str(items[0][0]), "error": f"{type(e).__name__}: {e}"}]
-        # Find the offending image rather than failing the whole batch.
-        return [r for it in items for r in _score_batch(metric, [it], base)]
-    rows = []
-    for i, (path, _) in enumerate(items):
-        row = {**base, "path": str(path), "error": ""}
-        row.update({k: round(float(v[i]), 6) for k, v in outs.items()})
-        rows.append(row)
-    return rows
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,19 +75,26 @@ def run(args: argparse.Namespace) -> int:
     writer = ResultWriter(args.output, columns, previous) if args.output else None
     rows: list[dict[str, Any]] = [r for r in previous if str(r.get("path")) in done]
     failed = 0
-    t0 = time.perf_counter()
+    t0 = last_write = time.perf_counter()
+    unwritten: list[dict[str, Any]] = []
     bar = tqdm(total=len(todo), desc=f"scoring ({metric.name})", unit="img", disable=None, file=sys.stderr)
     try:
-        for new in iter_scored(metric, todo, batch_size=args.batch_size, workers=args.workers,
-                               max_pixels=args.max_pixels, base=base):
-            failed += sum(1 for r in new if r.get("error"))
-            rows.extend(new)
-            if writer:
-                writer.write(new)
-            bar.update(len(new))
+        for result in metric.iter_results(todo, batch_size=args.batch_size, workers=args.workers,
+                                          max_pixels=args.max_pixels):
+            row = result_row(result, base)
+            failed += not result.ok
+            rows.append(row)
+            unwritten.append(row)
+            bar.update(1)
+            # One fsync per batch's worth of rows, not per image; an interrupted run loses at most that many.
+            if writer and (len(unwritten) >= args.batch_size or time.perf_counter() - last_write > WRITE_EVERY_S):
+                writer.write(unwritten)
+                unwritten, last_write = [], time.perf_counter()
     finally:
         bar.close()
         if writer:
+            if unwritten:
+                writer.write(unwritten)
             writer.close()
     dt = time.perf_counter() - t0
     if not args.output:

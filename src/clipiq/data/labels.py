@@ -13,12 +13,14 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
 import numpy as np
+
+from clipiq.core.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -773,17 +775,12 @@ def read_exbedde(label_file: PathLike, image_root: PathLike | None = None) -> IQ
     return IQALabels(samples, lower_is_better=lower_is_better, source=path, name="exbedde")
 
 
-_READERS = {
-    "csv": read_csv_labels,
-    "koniq10k": read_koniq10k,
-    "live_challenge": read_live_challenge,
-    "kadid10k": read_kadid10k,
-    "tid2013": read_tid2013,
-    "csiq": read_csiq,
-    "spaq": read_spaq,
-    "dhd": read_dhd,
-    "exbedde": read_exbedde,
-}
+# Every reader takes (label_file, image_root=..., **options) and returns IQALabels.
+LABEL_READERS: Registry[Callable[..., IQALabels]] = Registry("label format")
+for _name, _reader in (("csv", read_csv_labels), ("koniq10k", read_koniq10k), ("live_challenge", read_live_challenge),
+                       ("kadid10k", read_kadid10k), ("tid2013", read_tid2013), ("csiq", read_csiq),
+                       ("spaq", read_spaq), ("dhd", read_dhd), ("exbedde", read_exbedde)):
+    LABEL_READERS.register(_name, _reader)
 
 
 def _guess_format(path: Path) -> str:
@@ -814,9 +811,6 @@ def read_labels(
     """Read any supported label file; ``format`` (one of the reader names) is guessed when omitted."""
     path = Path(label_file)
     fmt = format if format is not None else _guess_format(path)
-    if fmt not in _READERS:
-        raise ValueError(f"format must be one of {sorted(_READERS)}, got {fmt!r}")
+    reader = LABEL_READERS.get(fmt)
     logger.debug("reading %s as %s", path, fmt)
-    if fmt == "live_challenge":
-        return read_live_challenge(path, image_root=image_root, **kwargs)
-    return _READERS[fmt](path, image_root, **kwargs)
+    return reader(path, image_root=image_root, **kwargs)

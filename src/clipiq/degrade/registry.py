@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from clipiq.core.registry import Registry
 from clipiq.degrade import ops
 from clipiq.degrade._common import check_seed, derive_seeds
 
@@ -224,17 +225,17 @@ _RECORDS = (
     ),
 )
 
-DEGRADATIONS: Mapping[str, Degradation] = MappingProxyType({r.name: r for r in _RECORDS})
+# Registration order is the documented table's order, and synthetic datasets number their types by it.
+DEGRADATIONS: Registry[Degradation] = Registry("degradation")
+for _record in _RECORDS:
+    DEGRADATIONS.register(_record.name, _record)
 
 
 def get_degradation(name: str) -> Degradation:
-    """Look up a registered degradation by name."""
+    """Look up a registered degradation by name (an unknown name lists close matches)."""
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
-    try:
-        return DEGRADATIONS[name]
-    except KeyError:
-        raise ValueError(f"name {name!r} is not a known degradation; known: {', '.join(DEGRADATIONS)}") from None
+    return DEGRADATIONS.get(name)
 
 
 def check_level(level: object, name: str = "level") -> int:

@@ -1,10 +1,11 @@
-"""Quality metrics: the registry, the shared inference wrapper and the methods."""
+"""Quality metrics: the registry, the shared inference wrapper and the methods.
 
-from clipiq.iqa import clip_dqa as _clip_dqa  # noqa: F401  (registers the metric)
-from clipiq.iqa import clipiqa as _clipiqa  # noqa: F401  (registers the metric)
-from clipiq.iqa import grmp_iqa as _grmp_iqa  # noqa: F401  (registers the metric)
+The method modules (clipiqa, clip_dqa, grmp_iqa) are imported when a metric is first built.
+"""
+
 from clipiq.iqa.base import QualityMetric
-from clipiq.iqa.registry import METRICS, MetricSpec, create_metric, get_metric_spec, list_metrics, register_metric
+from clipiq.iqa.registry import METRICS, create_metric, get_metric_spec, list_metrics, register_metric
+from clipiq.iqa.spec import MetricSpec
 
 __all__ = [
     "METRICS",

@@ -2,43 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
-from clipiq.core.image import check_image_batch, pil_to_tensor
-from clipiq.data.io import DEFAULT_MAX_PIXELS, open_image
-
-ImageInput = str | os.PathLike | Image.Image | Tensor
-
-
-def to_tensor_list(inputs: ImageInput | Sequence[ImageInput], max_pixels: int | None = DEFAULT_MAX_PIXELS
-                   ) -> list[Tensor]:
-    """Validate paths, PIL images or [0,1] float tensors and return a list of (3,H,W) tensors."""
-    if isinstance(inputs, Tensor):
-        return list(check_image_batch(inputs, "images").unbind(0))
-    if isinstance(inputs, str | os.PathLike | Image.Image):
-        inputs = [inputs]
-    if not isinstance(inputs, Iterable):
-        raise TypeError(f"images must be paths, PIL images or tensors, got {type(inputs).__name__}")
-    out: list[Tensor] = []
-    for i, item in enumerate(inputs):
-        if isinstance(item, str | os.PathLike):
-            out.append(pil_to_tensor(open_image(Path(item), max_pixels=max_pixels)))
-        elif isinstance(item, Image.Image):
-            out.append(pil_to_tensor(item))
-        elif isinstance(item, Tensor):
-            out.extend(check_image_batch(item, f"images[{i}]").unbind(0))
-        else:
-            raise TypeError(f"images[{i}] must be a path, PIL image or tensor, got {type(item).__name__}")
-    if not out:
-        raise ValueError("no images given")
-    return out
+from clipiq.data.io import DEFAULT_MAX_PIXELS
+from clipiq.data.runner import BatchRunner, ImageInput, RunResult
+from clipiq.iqa.spec import MetricSpec
 
 
 class QualityMetric(nn.Module):
@@ -48,16 +20,38 @@ class QualityMetric(nn.Module):
     float32 CPU tensor of N scores.
     """
 
-    name: str = "metric"
-    lower_better: bool = False
-    score_range: tuple[float, float] = (0.0, 1.0)
+    #: Set by each subclass from the metric registry (and by ``create_metric`` to the spec it built from).
+    spec: MetricSpec
     output_names: tuple[str, ...] = ("score",)
 
-    def __init__(self, device: torch.device, dtype: torch.dtype = torch.float32, batch_size: int = 32):
+    def __init__(self, device: torch.device | str, dtype: torch.dtype = torch.float32, batch_size: int = 32):
         super().__init__()
-        self.device = device
+        self._device = torch.device(device)  # only for a metric without tensors; see ``device``
         self.dtype = dtype
         self.batch_size = batch_size
+
+    @property
+    def name(self) -> str:
+        """The registered name (from the spec)."""
+        return self.spec.name
+
+    @property
+    def lower_better(self) -> bool:
+        """Whether lower scores mean better quality (from the spec)."""
+        return self.spec.lower_better
+
+    @property
+    def score_range(self) -> tuple[float, float]:
+        """The range scores lie in (from the spec)."""
+        return self.spec.score_range
+
+    @property
+    def device(self) -> torch.device:
+        """Where the metric's tensors are now, so it follows ``.to()``; the construction device if it has none."""
+        first = next(self.parameters(), None)
+        if first is None:
+            first = next(self.buffers(), None)
+        return self._device if first is None else first.device
 
     def prepare(self, image: Tensor) -> Tensor:
         """One (3,H,W) [0,1] image -> what ``score_prepared`` batches (thread-safe, CPU)."""
@@ -68,28 +62,39 @@ class QualityMetric(nn.Module):
         raise NotImplementedError
 
     @torch.inference_mode()
-    def score_many(self, prepared: Sequence[Tensor]) -> dict[str, Tensor]:
-        """Score prepared images, batching runs of equal shape; outputs in input order."""
-        outputs: dict[str, list[Tensor]] = {}
-        i = 0
-        while i < len(prepared):
-            j = i + 1
-            while j < len(prepared) and j - i < self.batch_size and prepared[j].shape == prepared[i].shape:
-                j += 1
-            batch = torch.stack(list(prepared[i:j])).to(self.device)
-            for k, v in self.score_prepared(batch).items():
-                outputs.setdefault(k, []).append(v.detach().float().cpu())
-            i = j
-        return {k: torch.cat(v) for k, v in outputs.items()}
+    def score_batch(self, prepared: Sequence[Tensor]) -> list[dict[str, float]]:
+        """Score prepared images of one shape in one forward pass: per image, its outputs by name."""
+        batch = torch.stack(list(prepared)).to(self.device)
+        outputs = {k: v.detach().float().cpu().tolist() for k, v in self.score_prepared(batch).items()}
+        return [{k: v[i] for k, v in outputs.items()} for i in range(len(prepared))]
 
-    def forward(self, images: ImageInput | Sequence[ImageInput], **_: Any) -> Tensor:
+    def iter_results(self, images: ImageInput | Iterable[ImageInput], *, batch_size: int | None = None,
+                     workers: int = 2, max_pixels: int | None = DEFAULT_MAX_PIXELS, ahead: int | None = None
+                     ) -> Iterator[RunResult]:
+        """Score many inputs as a stream: one result per input (outputs by name, or an error), as batches finish.
+
+        Decoding and ``prepare`` run in ``workers`` threads a bounded window ahead of the model, so memory
+        stays bounded for any number of inputs. Results come in completion order; each carries its index.
+        """
+        runner = BatchRunner(self.score_batch, prepare=self.prepare, batch_size=batch_size or self.batch_size,
+                             workers=workers, max_pixels=max_pixels, ahead=ahead)
+        return runner.run(images)
+
+    def forward(self, images: ImageInput | Iterable[ImageInput], **_: Any) -> Tensor:
         """Scores (N,) for paths, PIL images or a [0,1] float batch."""
         return self.score_with_outputs(images)["score"]
 
-    def score_with_outputs(self, images: ImageInput | Sequence[ImageInput]) -> dict[str, Tensor]:
-        """All named outputs (the score and any extras such as CLIP-IQA attributes), each (N,)."""
-        tensors = to_tensor_list(images)
-        return self.score_many([self.prepare(t) for t in tensors])
+    def score_with_outputs(self, images: ImageInput | Iterable[ImageInput]) -> dict[str, Tensor]:
+        """All named outputs (the score and any extras such as CLIP-IQA attributes), each (N,), in input order.
+
+        Raises the first failure (naming the input) rather than reporting it; see :meth:`iter_results`.
+        """
+        # Only the small per-image outputs are kept; images are decoded and dropped as the stream goes.
+        by_index = {r.index: r.unwrap() for r in self.iter_results(images)}
+        if not by_index:
+            raise ValueError("no images given")
+        rows = [by_index[i] for i in range(len(by_index))]
+        return {k: torch.tensor([row[k] for row in rows], dtype=torch.float32) for k in rows[0]}
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, lower_better={self.lower_better}, range={self.score_range}"

@@ -39,7 +39,11 @@ class MethodCheckpoint:
 
 
 def backbone_fingerprint(clip: CLIP) -> str:
-    """The weights' file sha256 when known, else a sha256 over the tensors (random or in-memory models)."""
+    """The weights' file sha256 when known, else a sha256 over the tensors (random or in-memory models).
+
+    The tensors are hashed rounded to bf16, so one backbone loaded in fp32 or bf16 has one fingerprint
+    (a checkpoint trained in fp32 can score in bf16).
+    """
     if clip.weights_sha256:
         return clip.weights_sha256
     cached = getattr(clip, "_tensor_digest", None)
@@ -48,7 +52,10 @@ def backbone_fingerprint(clip: CLIP) -> str:
     h = hashlib.sha256()
     for k, v in sorted(clip.state_dict().items()):
         h.update(k.encode())
-        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+        v = v.detach().cpu().contiguous()
+        if v.is_floating_point():
+            v = v.to(torch.bfloat16).view(torch.int16)  # numpy has no bf16; hash the bits
+        h.update(v.numpy().tobytes())
     digest = "tensors:" + h.hexdigest()
     clip._tensor_digest = digest
     return digest

@@ -15,11 +15,9 @@ patches run in batches.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,9 +30,9 @@ from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess
 from clipiq.clip.prompts import TextPrompts, prompt_probabilities
 from clipiq.core.tensors import load_trainable_state, trainable_state
-from clipiq.iqa.base import QualityMetric
 from clipiq.iqa.checkpoint import backbone_record, open_with_backbone, payload
-from clipiq.iqa.registry import MetricSpec, register_metric
+from clipiq.iqa.registry import get_metric_spec
+from clipiq.iqa.trained import TrainedMetric
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +81,7 @@ class CLIPDQAModel(nn.Module):
         self.text_deep = nn.Parameter(torch.randn(depth - 1, n_ctx, wt) * 0.02)
         # MaPLe coupling: the vision prompts of layer i are a linear map of the text prompts of layer i.
         self.couple = nn.ModuleList(nn.Linear(wt, wv) for _ in range(depth))
-        self._text_cache: Tensor | None = None
+        self._text_cache: tuple[tuple[torch.device, torch.dtype], Tensor] | None = None
 
     def train(self, mode: bool = True) -> CLIPDQAModel:
         """Train mode for the prompts; the backbone stays in eval mode (it is frozen)."""
@@ -101,12 +99,14 @@ class CLIPDQAModel(nn.Module):
 
     def text_features(self) -> Tensor:
         """Normalised embeddings of the two prompted classes (2, embed_dim)."""
-        if not self.training and self._text_cache is not None:
-            return self._text_cache
+        # Keyed by where the backbone is, so the cache never outlives a move by ``.to()``.
+        key = (self.clip.device, self.clip.dtype)
+        if not self.training and self._text_cache is not None and self._text_cache[0] == key:
+            return self._text_cache[1]
         deep = [None, *self.text_deep.unbind(0)]
         feats = self.text_prompts(self.clip, deep_prompts=deep)
         if not self.training:
-            self._text_cache = feats
+            self._text_cache = (key, feats)
         return feats
 
     def _encode(self, x: Tensor) -> Tensor:
@@ -198,53 +198,28 @@ def load_model(checkpoint: str | os.PathLike, model: str | None = None, weights:
     return m.eval()
 
 
-class CLIPDQA(QualityMetric):
+class CLIPDQA(TrainedMetric):
     """The ``clip-dqa`` metric: a trained CLIP-DQA checkpoint behind the shared inference wrapper."""
 
-    name = METHOD
-    lower_better = False
-    score_range = (0.0, 1.0)
+    spec = get_metric_spec(METHOD)
+    load_net = staticmethod(load_model)
+    train_command = "clipiq train clip-dqa --config configs/clip-dqa/dhd.yaml"
 
     def __init__(self, model: str | None = None, weights: str | None = None, device: torch.device | None = None,
                  precision: str = "fp32", checkpoint: str | os.PathLike | None = None,
                  patch_stride: int | None = None, patch_batch: int | None = None, batch_size: int = 8):
-        if checkpoint is None:
-            raise ValueError("clip-dqa needs a trained checkpoint: create_metric('clip-dqa', checkpoint=FILE) or "
-                             "clipiq score --metric clip-dqa --checkpoint FILE (train one with "
-                             "`clipiq train clip-dqa --config configs/clip-dqa/dhd.yaml`)")
-        net = load_model(checkpoint, model=model, weights=weights, device=device, precision=precision)
-        super().__init__(net.clip.device, net.clip.dtype, batch_size)
+        super().__init__(checkpoint, model=model, weights=weights, device=device, precision=precision,
+                         batch_size=batch_size)
         if patch_stride is not None:
             if int(patch_stride) < 1:
                 raise ValueError(f"patch_stride must be a positive number of pixels, got {patch_stride}")
-            net.patch_stride = int(patch_stride)
+            self.net.patch_stride = int(patch_stride)
         if patch_batch is not None:
-            net.patch_batch = int(patch_batch)
-        self.net = net
-        digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:12]
-        self.model_id = f"{net.clip.weights_name}+{Path(checkpoint).name}#{digest}"
-
-    @property
-    def clip(self) -> CLIP:
-        """The backbone (for callers that report which weights scored)."""
-        return self.net.clip
+            self.net.patch_batch = int(patch_batch)
 
     def score_prepared(self, batch: Tensor) -> dict[str, Tensor]:
         """Patch-grid CLIP-DQA score of each image of the batch."""
         return {"score": self.net.predict(list(batch))}
 
-
-register_metric(
-    MetricSpec(
-        name=METHOD,
-        factory=CLIPDQA,
-        description="CLIP-DQA: dehazed-image quality from global+local views with multimodal deep prompts "
-                    "(needs --checkpoint)",
-        paper="Zeng et al. CLIP-DQA: Blindly Evaluating Dehazed Images from Global and Local Perspectives "
-              "Using CLIP. ISCAS 2025 (arXiv 2502.01707)",
-        default_model=None,
-        needs_checkpoint=True,
-    )
-)
 
 __all__ = ["CLIPDQA", "CLIPDQAModel", "MODEL_DEFAULTS", "build_model", "load_model"]

@@ -13,20 +13,19 @@ from clipiq.clip.preprocess import RESIZE_MODES, grid_count
 from clipiq.clip.tokenizer import tokenize
 from clipiq.clip.vocabulary import ATTRIBUTE_PROMPTS
 from clipiq.iqa.base import QualityMetric
-from clipiq.iqa.registry import MetricSpec, register_metric
+from clipiq.iqa.registry import get_metric_spec
 
 VIEWS = ("tiles", *RESIZE_MODES)
+
 
 class CLIPIQA(QualityMetric):
     """Probability of the positive prompt of each antonym pair; 'score' averages the quality pairs."""
 
-    name = "clipiqa"
-    lower_better = False
-    score_range = (0.0, 1.0)
+    spec = get_metric_spec("clipiqa")
 
     def __init__(
         self,
-        model: str = "degradation-clip",
+        model: str | None = None,
         weights: str | None = None,
         device: torch.device | None = None,
         precision: str = "fp32",
@@ -37,7 +36,8 @@ class CLIPIQA(QualityMetric):
         max_tiles: int = 16,
         batch_size: int = 32,
     ):
-        clip, preprocess = load_clip(model, weights=weights, device=device, precision=precision)
+        clip, preprocess = load_clip(model or self.spec.default_model, weights=weights, device=device,
+                                     precision=precision)
         super().__init__(clip.device, clip.dtype, batch_size)
         if view not in VIEWS:
             raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
@@ -103,13 +103,4 @@ class CLIPIQA(QualityMetric):
         return out
 
 
-register_metric(
-    MetricSpec(
-        name="clipiqa",
-        factory=CLIPIQA,
-        description="Zero-shot CLIP-IQA: softmax of 'Good photo.' vs 'Bad photo.' (+ attribute pairs)",
-        paper="Wang, Chan, Loy. Exploring CLIP for Assessing the Look and Feel of Images. AAAI 2023",
-        # Offline default; --model ViT-B-32/openai gives the original CLIP-IQA backbone.
-        default_model="degradation-clip",
-    )
-)
+__all__ = ["CLIPIQA", "VIEWS"]

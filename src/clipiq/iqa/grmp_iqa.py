@@ -26,12 +26,10 @@ image to R x R, as the authors' data preparation does).
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +43,6 @@ from clipiq.clip.preprocess import Preprocess, interpolate
 from clipiq.clip.prompts import DeepPrompts, TextPrompts, prompt_probabilities
 from clipiq.clip.tokenizer import tokenize
 from clipiq.core.tensors import load_trainable_state, trainable_state
-from clipiq.iqa.base import QualityMetric
 from clipiq.iqa.checkpoint import (
     CheckpointError,
     backbone_record,
@@ -54,7 +51,8 @@ from clipiq.iqa.checkpoint import (
     payload,
     read_method_checkpoint,
 )
-from clipiq.iqa.registry import MetricSpec, register_metric
+from clipiq.iqa.registry import get_metric_spec
+from clipiq.iqa.trained import TrainedMetric
 
 log = logging.getLogger(__name__)
 
@@ -450,34 +448,22 @@ def load_model(checkpoint: str | os.PathLike, model: str | None = None, weights:
     return net.eval()
 
 
-class GRMPIQA(QualityMetric):
+class GRMPIQA(TrainedMetric):
     """The ``grmp-iqa`` metric: a trained GRMP-IQA checkpoint behind the shared inference wrapper."""
 
-    name = METHOD
-    lower_better = False
-    score_range = (0.0, 1.0)
+    spec = get_metric_spec(METHOD)
+    load_net = staticmethod(load_model)
+    train_command = "clipiq train grmp-finetune --config configs/grmp-iqa/finetune.yaml"
 
     def __init__(self, model: str | None = None, weights: str | None = None, device: torch.device | None = None,
                  precision: str = "fp32", checkpoint: str | os.PathLike | None = None, test_crops: int | None = None,
                  batch_size: int = 16):
-        if checkpoint is None:
-            raise ValueError("grmp-iqa needs a trained checkpoint: create_metric('grmp-iqa', checkpoint=FILE) or "
-                             "clipiq score --metric grmp-iqa --checkpoint FILE (train one with `clipiq train "
-                             "grmp-finetune --config configs/grmp-iqa/finetune.yaml`)")
-        net = load_model(checkpoint, model=model, weights=weights, device=device, precision=precision)
-        super().__init__(net.clip.device, net.clip.dtype, batch_size)
+        super().__init__(checkpoint, model=model, weights=weights, device=device, precision=precision,
+                         batch_size=batch_size)
         if test_crops is not None:
             if int(test_crops) not in (1, 5):
                 raise ValueError(f"test_crops must be 1 (centre) or 5 (corners and centre), got {test_crops}")
-            net.test_crops = int(test_crops)
-        self.net = net
-        digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:12]
-        self.model_id = f"{net.clip.weights_name}+{Path(checkpoint).name}#{digest}"
-
-    @property
-    def clip(self) -> CLIP:
-        """The backbone (for callers that report which weights scored)."""
-        return self.net.clip
+            self.net.test_crops = int(test_crops)
 
     def prepare(self, image: Tensor) -> Tensor:
         """The inference crops (C,3,S,S) of one image, on CPU."""
@@ -487,19 +473,6 @@ class GRMPIQA(QualityMetric):
         """P(high quality), averaged over each image's crops."""
         return {"score": self.net.score_views(batch)}
 
-
-register_metric(
-    MetricSpec(
-        name=METHOD,
-        factory=GRMPIQA,
-        description="GRMP-IQA: few-shot CLIP adaptation with meta-learned prompts and gradient regularisation "
-                    "(needs --checkpoint)",
-        paper="Li et al. Boosting CLIP Adaptation for Image Quality Assessment via Meta-Prompt Learning and "
-              "Gradient Regularization. arXiv 2409.05381 (ICCV 2025)",
-        default_model=None,
-        needs_checkpoint=True,
-    )
-)
 
 __all__ = [
     "GRMPIQA",

@@ -60,12 +60,9 @@ class DistortedImage:
 
 def level_count(name: str) -> int:
     """How many severity levels the degradation ``name`` has (levels are numbered 1..count)."""
-    from clipiq.degrade import DEGRADATIONS
+    from clipiq.degrade import get_degradation
 
-    if name not in DEGRADATIONS:
-        raise ValueError(f"unknown degradation {name!r}; known: {sorted(DEGRADATIONS)}")
-    levels = DEGRADATIONS[name].levels
-    return int(levels) if isinstance(levels, int) else len(levels)
+    return len(get_degradation(name).levels)
 
 
 def distortion_type_ids(degradations: Sequence[str] | None = None) -> dict[str, int]:

@@ -38,7 +38,7 @@ from clipiq.clip.vocabulary import (
     describe,
 )
 from clipiq.data.io import list_images, load_image
-from clipiq.train.engine import step_rng
+from clipiq.train.engine import step_rng, train_defaults
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +70,8 @@ DEFAULTS: dict[str, Any] = {
         "text_heads": 4,
     },
     "loss": {"antonym_weight": 1.0},
-    "train": {
-        "steps": 4500,
-        "batch_size": 96,
-        "lr": 5e-4,
-        "weight_decay": 0.05,
-        "warmup": 150,
-        "grad_clip": 1.0,
-        "precision": "fp32",
-        "log_every": 10,
-        "eval_every": 500,
-        "ckpt_every": 250,
-        "monitor": "type_acc",
-    },
+    "train": train_defaults(steps=4500, batch_size=96, lr=5e-4, weight_decay=0.05, warmup=150, grad_clip=1.0,
+                            eval_every=500, ckpt_every=250, monitor="type_acc"),
     "eval": {"photos": 4, "crop": 128, "levels": [3, 4, 5]},
 }
 
@@ -259,7 +248,7 @@ class DegradationCLIPTask:
         pairs = [t for pair in ANTONYM_PAIRS.values() for t in pair]
         self._pair_tokens = tokenize(pairs)
         self.eval_photos = _photos(Path(cfg["data"]["root"]), cfg["data"]["heldout_dirs"])[: int(cfg["eval"]["photos"])]
-        self._eval_images: list[Tensor] | None = None
+        self._eval_images: list[list[Tensor]] | None = None
 
     def batches(self, start_step: int) -> Iterator[Batch]:
         """Random sub-crops (one size per batch), flips and fresh descriptions; depends on (seed, step)."""
@@ -317,7 +306,8 @@ class DegradationCLIPTask:
         loss = 0.5 * (loss_i2t + loss_t2i) + float(self.cfg["loss"]["antonym_weight"]) * loss_pairs
         return {"loss": loss, "contrastive": 0.5 * (loss_i2t + loss_t2i), "antonym": loss_pairs}
 
-    def _heldout(self) -> list[Tensor]:
+    def _heldout(self) -> list[list[Tensor]]:
+        # Degraded once per run: every evaluation scores the same images.
         if self._eval_images is None:
             crop = int(self.cfg["eval"]["crop"])
             ims = []
@@ -326,13 +316,13 @@ class DegradationCLIPTask:
                 h, w = im.shape[-2:]
                 y, x = (h - crop) // 2, (w - crop) // 2
                 ims.append(im[:, y : y + crop, x : x + crop])
-            self._eval_images = ims
+            self._eval_images = degraded_eval_set(ims, self.pool["names"], seed=self.seed)
         return self._eval_images
 
     def evaluate(self) -> dict[str, float]:
         """Zero-shot type accuracy and clipiqa ranking SRCC on held-out photos (a small subset)."""
         res = evaluate_model(self.model, self.preprocess, self._heldout(), levels=self.cfg["eval"]["levels"],
-                             names=self.pool["names"], seed=self.seed)
+                             names=self.pool["names"])
         return {"type_acc": res["type_acc"], "rank_srcc": res["rank_srcc"]}
 
     def checkpoint_payload(self) -> dict[str, Any]:
@@ -346,31 +336,30 @@ def type_prompt(name: str) -> str:
     return f"a photo with {DEGRADATION_PHRASES[name]}"
 
 
-_EVAL_CACHE: dict[tuple, list[list[Tensor]]] = {}
+def degraded_eval_set(images: Sequence[Tensor], names: Sequence[str], seed: int = 0) -> list[list[Tensor]]:
+    """Each photo degraded by each type at levels 1-5: ``[photo][type] -> (5,3,H,W)``, seeded."""
+    return [[torch.stack([degrade.apply(im, name, level, seed=seed * 1000 + pi) for level in range(1, 6)])
+             for name in names] for pi, im in enumerate(images)]
 
 
 @torch.no_grad()
-def evaluate_model(model: CLIP, preprocess: Preprocess, images: Sequence[Tensor], levels: Sequence[int],
-                   names: Sequence[str], seed: int = 0, batch_size: int = 64) -> dict[str, Any]:
-    """Type accuracy (argmax over type prompts, levels in ``levels``) and Good/Bad ranking SRCC over levels 1-5."""
+def evaluate_model(model: CLIP, preprocess: Preprocess, degraded: Sequence[Sequence[Tensor]], levels: Sequence[int],
+                   names: Sequence[str]) -> dict[str, Any]:
+    """Type accuracy (argmax over type prompts, levels in ``levels``) and Good/Bad ranking SRCC over levels 1-5.
+
+    ``degraded`` comes from :func:`degraded_eval_set` with the same ``names``.
+    """
     from scipy.stats import spearmanr
 
     was_training = model.training
     model.eval()
     dev = next(model.parameters()).device
-    key = (tuple(id(im) for im in images), tuple(names), seed)
-    if key not in _EVAL_CACHE:
-        _EVAL_CACHE.clear()
-        _EVAL_CACHE[key] = [[torch.stack([degrade.apply(im, name, level, seed=seed * 1000 + pi)
-                                          for level in range(1, 6)]) for name in names]
-                            for pi, im in enumerate(images)]
-    degraded = _EVAL_CACHE[key]
     type_txt = F.normalize(model.encode_text(tokenize([type_prompt(n) for n in names]).to(dev)), dim=-1)
     qa_txt = F.normalize(model.encode_text(tokenize(list(ANTONYM_PAIRS["quality"])).to(dev)), dim=-1)
     correct = np.zeros(len(names))
     total = np.zeros(len(names))
     srccs: dict[str, list[float]] = {n: [] for n in names}
-    for pi in range(len(images)):
+    for pi in range(len(degraded)):
         for ti, name in enumerate(names):
             lv = list(range(1, 6))
             batch = degraded[pi][ti]

@@ -99,16 +99,48 @@ def save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+#: Every ``train`` key the Trainer reads, with its default. Task configs start from :func:`train_defaults`,
+#: so a default lives here once and strict config merging still knows every key.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "steps": 1000,
+    "batch_size": 32,
+    "optimizer": "adamw",  # adamw | adam | sgd
+    "lr": 1e-3,
+    "weight_decay": 0.0,
+    "momentum": 0.9,  # sgd only
+    "schedule": "cosine",  # cosine | constant | plateau
+    "warmup": 0,
+    "plateau_factor": 0.3,
+    "plateau_patience": 2,
+    "grad_clip": 0.0,
+    "precision": "fp32",
+    "log_every": 10,
+    "eval_every": 0,  # 0: at the end only
+    "ckpt_every": 0,  # 0: at every evaluation
+    "monitor": None,  # a key of evaluate()'s result, higher is better
+    "patience": 0,  # evaluations without a new best before stopping; 0 never stops early
+}
+
+
+def train_defaults(**changes: Any) -> dict[str, Any]:
+    """The ``train`` section of a task's defaults: TRAIN_DEFAULTS with the task's own choices."""
+    unknown = set(changes) - set(TRAIN_DEFAULTS) - {"epochs"}
+    if unknown:
+        raise KeyError(f"train_defaults: unknown train keys {sorted(unknown)}")
+    return {**TRAIN_DEFAULTS, **changes}
+
+
 def build_optimizer(params: list[nn.Parameter], tcfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     """AdamW (default), Adam or SGD (with momentum) from the ``train`` config section."""
-    name = str(tcfg.get("optimizer", "adamw")).lower()
-    lr, wd = float(tcfg["lr"]), float(tcfg.get("weight_decay", 0.0) or 0.0)
+    tcfg = {**TRAIN_DEFAULTS, **tcfg}
+    name = str(tcfg["optimizer"]).lower()
+    lr, wd = float(tcfg["lr"]), float(tcfg["weight_decay"] or 0.0)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(tcfg.get("momentum", 0.9)))
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=float(tcfg["momentum"]))
     raise ValueError(f"train.optimizer must be adamw, adam or sgd, got {name!r}")
 
 
@@ -125,17 +157,14 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 class Trainer:
     """Runs a TrainTask for cfg['train']['steps'] steps with evaluation, checkpoints and auto-resume.
 
-    Config keys used (section ``train``): steps, optimizer (adamw, adam, sgd), lr, weight_decay, momentum,
-    schedule (cosine, constant, plateau), warmup, plateau_factor, plateau_patience, grad_clip, log_every,
-    eval_every, ckpt_every, precision, monitor (a key of evaluate()'s result, higher is better) and
-    patience (stop after this many evaluations without a new best; 0 never stops early).
+    The ``train`` section's keys and defaults are :data:`TRAIN_DEFAULTS`.
     Checkpoints hold only what trains (see :func:`trainable_state`), so frozen backbones cost nothing.
     """
 
     def __init__(self, task: TrainTask, cfg: Mapping[str, Any], run_dir: str | Path, device: torch.device,
                  resume: bool = True, progress: bool | None = None):
         self.task, self.cfg, self.device = task, dict(cfg), device
-        self.tcfg = dict(cfg["train"])
+        self.tcfg = {**TRAIN_DEFAULTS, **cfg["train"]}
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.resume = resume
@@ -144,8 +173,8 @@ class Trainer:
         if not params:
             raise ValueError("the task's model has no trainable parameters")
         self.optimizer = build_optimizer(params, self.tcfg)
-        steps, warm = int(self.tcfg["steps"]), int(self.tcfg.get("warmup", 0))
-        schedule = str(self.tcfg.get("schedule", "cosine")).lower()
+        steps, warm = int(self.tcfg["steps"]), int(self.tcfg["warmup"])
+        schedule = str(self.tcfg["schedule"]).lower()
         if schedule not in ("cosine", "constant", "plateau"):
             raise ValueError(f"train.schedule must be cosine, constant or plateau, got {schedule!r}")
 
@@ -160,8 +189,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
         # Plateau decay acts on the validation metric at each evaluation, on top of the warm-up.
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="max", factor=float(self.tcfg.get("plateau_factor", 0.3)),
-            patience=int(self.tcfg.get("plateau_patience", 2))) if schedule == "plateau" else None
+            self.optimizer, mode="max", factor=float(self.tcfg["plateau_factor"]),
+            patience=int(self.tcfg["plateau_patience"])) if schedule == "plateau" else None
         self.step = 0
         self.best: float | None = None
         self.since_best = 0
@@ -215,12 +244,12 @@ class Trainer:
         dump_config(self.cfg, self.run_dir / "config.yaml")
         self._try_resume()
         steps = int(self.tcfg["steps"])
-        log_every = int(self.tcfg.get("log_every", 10))
-        eval_every = int(self.tcfg.get("eval_every", 0)) or steps
-        ckpt_every = int(self.tcfg.get("ckpt_every", 0)) or eval_every
-        monitor = self.tcfg.get("monitor")
-        precision = self.tcfg.get("precision", "fp32")
-        clip = float(self.tcfg.get("grad_clip", 0) or 0)
+        log_every = int(self.tcfg["log_every"])
+        eval_every = int(self.tcfg["eval_every"]) or steps
+        ckpt_every = int(self.tcfg["ckpt_every"]) or eval_every
+        monitor = self.tcfg["monitor"]
+        precision = self.tcfg["precision"]
+        clip = float(self.tcfg["grad_clip"] or 0)
         metrics = MetricsLog(self.run_dir / "metrics.csv", fresh=self.step == 0)
         self.task.model.to(self.device).train()
         t0, first = time.perf_counter(), self.step
@@ -292,7 +321,7 @@ class Trainer:
                          monitor: self.best}, self.best_path)
         else:
             self.since_best += 1
-            patience = int(self.tcfg.get("patience", 0) or 0)
+            patience = int(self.tcfg["patience"] or 0)
             if patience and self.since_best >= patience:
                 self.stopped_early = True
                 log.info("early stop at step %d: no new best %s for %d evaluations (best %.4f)",

@@ -24,9 +24,8 @@ import json
 import logging
 import math
 import statistics
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,11 +35,12 @@ from torch import Tensor
 
 from clipiq.data.io import list_images, load_image
 from clipiq.data.labels import IQALabels
+from clipiq.data.runner import prefetch
 from clipiq.data.splits import split_by_group
 from clipiq.eval.correlation import srcc
 from clipiq.iqa.checkpoint import read_method_checkpoint, save_method_checkpoint
 from clipiq.iqa.grmp_iqa import MODEL_DEFAULTS, GRMPIQAModel, build_model
-from clipiq.train.engine import Trainer, epoch_batch, seed_everything
+from clipiq.train.engine import Trainer, epoch_batch, seed_everything, train_defaults
 from clipiq.train.protocol import ImageCache, load_iqa_labels, normalised_targets
 
 log = logging.getLogger(__name__)
@@ -70,25 +70,9 @@ DEFAULTS: dict[str, Any] = {
         "eval_max_per_task": 64,  # query images per task scored at each validation
         "eval_batch": 32,
     },
-    "train": {
-        "epochs": 50,  # > 0: steps = epochs x outer steps per epoch
-        "steps": 0,
-        "optimizer": "sgd",
-        "momentum": 0.0,
-        "lr": 0.01,  # the outer (Reptile) step size
-        "weight_decay": 0.0,
-        "schedule": "constant",
-        "warmup": 0,
-        "plateau_factor": 0.3,
-        "plateau_patience": 2,
-        "grad_clip": 0.0,
-        "precision": "fp32",
-        "log_every": 1,
-        "eval_every": 0,  # 0: once per epoch
-        "ckpt_every": 0,
-        "monitor": "srcc",
-        "patience": 0,
-    },
+    # epochs > 0: steps = epochs x outer steps per epoch; lr is the outer (Reptile) step size.
+    "train": train_defaults(epochs=50, steps=0, optimizer="sgd", momentum=0.0, lr=0.01, schedule="constant",
+                            log_every=1, monitor="srcc"),
 }
 
 
@@ -342,29 +326,30 @@ class ReptileTask:
         shift = [torch.zeros_like(p) for p in self.params]
         chosen = self.step_tasks(step)
         first, all_losses = [], []
-        ahead = max(1, int(self.cfg["data"].get("workers", 2)))
-        # Support batches are drawn (decoded, degraded, cropped) in threads, `ahead` of them in flight.
-        with ThreadPoolExecutor(ahead) as pool:
-            for j, t in enumerate(chosen):
-                task = self.tasks[t]
-                n = self.inner_steps or math.ceil(task.support_size / self.inner_batch)
-                inner = torch.optim.Adam(self.params, lr=self.inner_lr)
-                pending = deque(pool.submit(self._support_batch, task, step, j, i) for i in range(min(n, ahead)))
-                for i in range(n):
-                    views, target = pending.popleft().result()
-                    if i + ahead < n:
-                        pending.append(pool.submit(self._support_batch, task, step, j, i + ahead))
-                    loss = self.model.training_losses(views.to(self.device), target.to(self.device))["loss"]
-                    inner.zero_grad(set_to_none=True)
-                    loss.backward()
-                    inner.step()
-                    all_losses.append(float(loss.detach()))
-                    if i == 0:
-                        first.append(all_losses[-1])
-                with torch.no_grad():
-                    for s, p, th in zip(shift, self.params, theta):
-                        s.add_(th - p)
-                        p.copy_(th)
+        workers = max(1, int(self.cfg["data"].get("workers", 2)))
+        for j, t in enumerate(chosen):
+            task = self.tasks[t]
+            n = self.inner_steps or math.ceil(task.support_size / self.inner_batch)
+            inner = torch.optim.Adam(self.params, lr=self.inner_lr)
+            # Support batches are drawn (decoded, degraded, cropped) in threads, one per worker in flight
+            # while the model trains on the current one; each is seeded by (step, task, i), not by timing.
+            drawn = prefetch(partial(self._support_batch, task, step, j), range(n), workers=workers,
+                             ahead=workers + 1)
+            for i, batch, err in drawn:
+                if err is not None:
+                    raise err
+                views, target = batch
+                loss = self.model.training_losses(views.to(self.device), target.to(self.device))["loss"]
+                inner.zero_grad(set_to_none=True)
+                loss.backward()
+                inner.step()
+                all_losses.append(float(loss.detach()))
+                if i == 0:
+                    first.append(all_losses[-1])
+            with torch.no_grad():
+                for s, p, th in zip(shift, self.params, theta):
+                    s.add_(th - p)
+                    p.copy_(th)
         self._pseudo = [s / len(chosen) for s in shift]
         return {"loss": torch.tensor(statistics.fmean(all_losses)),
                 "first_loss": torch.tensor(statistics.fmean(first))}

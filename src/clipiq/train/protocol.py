@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -24,7 +25,6 @@ import statistics
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,13 +33,15 @@ import torch
 from torch import Tensor
 
 from clipiq.core.config import merge
+from clipiq.core.registry import Registry
 from clipiq.core.tensors import load_trainable_state
 from clipiq.data.io import load_image
 from clipiq.data.labels import IQALabels, read_labels
+from clipiq.data.runner import BatchRunner, prefetch
 from clipiq.data.splits import Split, few_shot, split_by_group
 from clipiq.eval.correlation import krcc, plcc, rmse, srcc
 from clipiq.iqa.checkpoint import read_method_checkpoint, save_method_checkpoint
-from clipiq.train.engine import Trainer, epoch_batch, seed_everything
+from clipiq.train.engine import Trainer, epoch_batch, seed_everything, train_defaults
 
 log = logging.getLogger(__name__)
 
@@ -67,26 +69,9 @@ IQA_DEFAULTS: dict[str, Any] = {
         "keep_checkpoints": False,  # keep a finished round's last.pt/best.pt (its checkpoint.safetensors stays)
         "eval_batch": 16,
     },
-    "train": {
-        "epochs": 25,  # > 0: steps = epochs x ceil(n_train / batch_size); 0: use steps
-        "steps": 0,
-        "batch_size": 64,
-        "optimizer": "adam",
-        "lr": 1e-4,
-        "weight_decay": 0.0,
-        "momentum": 0.9,
-        "schedule": "constant",
-        "warmup": 0,
-        "plateau_factor": 0.3,
-        "plateau_patience": 2,
-        "grad_clip": 0.0,
-        "precision": "fp32",
-        "log_every": 10,
-        "eval_every": 0,  # 0: once per epoch
-        "ckpt_every": 0,
-        "monitor": "srcc",
-        "patience": 5,  # evaluations without a new best validation SRCC before stopping
-    },
+    # epochs > 0: steps = epochs x ceil(n_train / batch_size); 0: use steps. Early stopping on validation SRCC.
+    "train": train_defaults(epochs=25, steps=0, batch_size=64, optimizer="adam", lr=1e-4, schedule="constant",
+                            monitor="srcc", patience=5),
 }
 
 
@@ -146,19 +131,15 @@ def _synthetic_degraded(dcfg: Mapping[str, Any]) -> IQALabels:
 
 
 #: name -> function(data config) -> IQALabels
-DATA_SOURCES: dict[str, Callable[[Mapping[str, Any]], IQALabels]] = {
-    "labels": _labels_source,
-    "synthetic-dehazed": _synthetic_dehazed,
-    "synthetic-degraded": _synthetic_degraded,
-}
+DATA_SOURCES: Registry[Callable[[Mapping[str, Any]], IQALabels]] = Registry("IQA data source")
+DATA_SOURCES.register("labels", _labels_source)
+DATA_SOURCES.register("synthetic-dehazed", _synthetic_dehazed)
+DATA_SOURCES.register("synthetic-degraded", _synthetic_degraded)
 
 
 def load_iqa_labels(dcfg: Mapping[str, Any]) -> IQALabels:
     """The records named by a ``data`` config section."""
-    source = dcfg.get("source", "labels")
-    if source not in DATA_SOURCES:
-        raise ValueError(f"data.source must be one of {', '.join(DATA_SOURCES)}, got {source!r}")
-    labels = DATA_SOURCES[source](dcfg)
+    labels = DATA_SOURCES.get(dcfg.get("source", "labels"))(dcfg)
     missing = labels.missing_files(check_refs=False)
     if missing:
         raise FileNotFoundError(f"{len(missing)} labelled images are missing (first: {missing[0]})")
@@ -216,20 +197,18 @@ def correlations(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
 def predict_indices(model: IQAModel, images: ImageCache, indices: Sequence[int], batch: int = 16,
                     phase: str = "test", workers: int = 2) -> np.ndarray:
     """Scores of the records at ``indices``, decoding the next batch in threads while one is scored."""
-    out: list[Tensor] = []
-    chunks = [list(indices[i : i + batch]) for i in range(0, len(indices), batch)]
-    with ThreadPoolExecutor(max(1, workers)) as pool, torch.no_grad():
 
-        def submit(k: int) -> list[Future] | None:
-            return [pool.submit(images, i) for i in chunks[k]] if k < len(chunks) else None
+    @torch.no_grad()
+    def process(imgs: list[Tensor]) -> Tensor:
+        return model.predict(imgs, phase=phase).float().cpu()
 
-        # One batch ahead, not all of them: a large test part must not be held in memory at once.
-        nxt = submit(0)
-        for k in range(len(chunks)):
-            imgs = [f.result() for f in nxt]
-            nxt = submit(k + 1)
-            out.append(model.predict(imgs, phase=phase).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0)
+    # ``predict`` takes images of any size, so batches are consecutive runs of ``batch`` indices (one key),
+    # as they always were: a prediction must not depend on thread timing. One batch is decoded ahead, not
+    # all of them: a large test part must not be held in memory at once.
+    runner = BatchRunner(process, load=images, batch_size=batch, workers=max(1, workers), ahead=batch + 1,
+                         batch_key=lambda _: None, raise_errors=True)
+    scores = [r.output for r in runner.run_ordered(indices)]
+    return torch.stack(scores).numpy() if scores else np.zeros(0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -275,14 +254,11 @@ class IQATask:
 
     def batches(self, start_step: int) -> Iterator[tuple[Any, Tensor]]:
         """Batches from ``start_step`` on; one is prepared in a thread while the model trains."""
-        with ThreadPoolExecutor(1) as pool:
-            nxt = pool.submit(self._make_batch, start_step)
-            step = start_step
-            while True:
-                batch = nxt.result()
-                step += 1
-                nxt = pool.submit(self._make_batch, step)
-                yield batch
+        # ahead=2: while batch s is being trained on, batch s+1 is being made (each is seeded by its step).
+        for _, batch, err in prefetch(self._make_batch, itertools.count(start_step), workers=1, ahead=2):
+            if err is not None:
+                raise err
+            yield batch
 
     def training_step(self, batch: tuple[Any, Tensor]) -> dict[str, Tensor]:
         """The method's losses on one batch."""

@@ -1,0 +1,50 @@
+"""The shared part of metrics that score with a trained method checkpoint (clip-dqa, grmp-iqa)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from clipiq.clip.model import CLIP
+from clipiq.iqa.base import QualityMetric
+
+
+class TrainedMetric(QualityMetric):
+    """A method checkpoint rebuilt on its own backbone behind the shared inference wrapper.
+
+    Subclasses set ``spec``, ``load_net`` (the method's ``load_model``: checkpoint, model, weights,
+    device, precision -> a network with a ``clip`` backbone) and ``train_command`` (how to train a
+    checkpoint, quoted when none is given), then apply their own options to ``self.net``.
+    """
+
+    load_net: ClassVar[Callable[..., nn.Module]]
+    train_command: ClassVar[str]
+
+    def __init__(self, checkpoint: str | os.PathLike | None, *, model: str | None = None,
+                 weights: str | None = None, device: torch.device | str | None = None, precision: str = "fp32",
+                 batch_size: int = 16):
+        name = self.spec.name
+        if checkpoint is None:
+            raise ValueError(f"{name} needs a trained checkpoint: create_metric({name!r}, checkpoint=FILE) or "
+                             f"clipiq score --metric {name} --checkpoint FILE (train one with "
+                             f"`{self.train_command}`)")
+        net = self.load_net(checkpoint, model=model, weights=weights, device=device, precision=precision)
+        super().__init__(net.clip.device, net.clip.dtype, batch_size)
+        self.net = net
+        # The checkpoint is part of what produced a score: scores files record the backbone and the file's hash.
+        digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:12]
+        self.model_id = f"{net.clip.weights_name}+{Path(checkpoint).name}#{digest}"
+
+    @property
+    def clip(self) -> CLIP:
+        """The backbone (for callers that report which weights scored)."""
+        return self.net.clip
+
+
+__all__ = ["TrainedMetric"]
