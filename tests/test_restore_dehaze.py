@@ -12,7 +12,15 @@ from clipiq.data.io import load_image
 from clipiq.degrade import apply
 from clipiq.degrade.ops import haze
 from clipiq.eval import ssim
-from clipiq.restore import DEHAZERS, contrast_stretch, dark_channel_prior, dehaze, gamma_restore, guided_filter
+from clipiq.restore import (
+    DEHAZERS,
+    contrast_stretch,
+    create_restorer,
+    dark_channel_prior,
+    dehaze,
+    gamma_restore,
+    guided_filter,
+)
 
 
 def _scene(h: int = 48, w: int = 64, seed: int = 0) -> torch.Tensor:
@@ -84,7 +92,7 @@ def test_bad_inputs_raise_clear_errors() -> None:
         contrast_stretch(x, low=0.9, high=0.1)
     with pytest.raises(ValueError, match="gamma must lie in"):
         gamma_restore(x, gamma=0)
-    with pytest.raises(ValueError, match=r"unknown dehazer 'cap'; known: \['none', 'gamma', 'contrast'"):
+    with pytest.raises(ValueError, match=r"unknown dehazer 'cap'; available: none, gamma, contrast, dcp-weak"):
         dehaze(x, "cap")
     with pytest.raises(ValueError, match="guide must have shape"):
         guided_filter(x[None], x[None], radius=2)
@@ -139,3 +147,18 @@ def test_dcp_restores_a_hazed_photo(photos_dir: Path, name: str) -> None:
     before = float(ssim(hazy, clean))
     after = float(ssim(dehaze(hazy, "dcp"), clean))
     assert after > before + 0.05, (before, after)
+
+
+def test_dehazers_are_a_registry_and_restorers() -> None:
+    # weakest to strongest, as the synthetic dehazed data lists them
+    assert list(DEHAZERS) == ["none", "gamma", "contrast", "dcp-weak", "dcp", "dcp-strong"]
+    assert "DCP" in DEHAZERS and DEHAZERS["dcp"].options == ("patch", "omega", "t0", "refine", "radius", "eps")
+    x = _hazy(_scene())
+    torch.testing.assert_close(dehaze(x, "dcp", omega=0.7), dark_channel_prior(x, omega=0.7), rtol=0, atol=0)
+    for name in DEHAZERS:
+        restorer = create_restorer(f"dehaze-{name}", device="cpu")
+        torch.testing.assert_close(restorer(x), dehaze(x, name), rtol=0, atol=1e-6)
+    assert create_restorer("dehaze-none", device="cpu").tileable
+    assert not create_restorer("dehaze-dcp", device="cpu").tileable  # the airlight is a whole-image estimate
+    tuned = create_restorer("dehaze-dcp-strong", device="cpu", omega=0.8)
+    torch.testing.assert_close(tuned(x), dark_channel_prior(x, omega=0.8, t0=0.05, refine=False), rtol=0, atol=1e-6)

@@ -2,6 +2,8 @@
 
 from clipiq.clip import load_clip, tokenize
 from clipiq.iqa import create_metric, list_metrics
+from clipiq.restore import create_restorer, list_restorers
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "create_metric", "list_metrics", "load_clip", "tokenize"]
+__all__ = ["__version__", "create_metric", "create_restorer", "list_metrics", "list_restorers", "load_clip",
+           "tokenize"]

@@ -6,13 +6,16 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from torch import Tensor
 from tqdm import tqdm
 
 from clipiq.cli.common import add_model_args, format_table, metric_options
-from clipiq.cli.score import iter_scored
+from clipiq.cli.results import result_row
+from clipiq.core.registry import Registry
 from clipiq.data.io import list_images
 from clipiq.eval import correlation_report, psnr, ssim
 from clipiq.iqa import create_metric
@@ -21,7 +24,9 @@ from clipiq.synth.ranking import synthetic_ranking
 log = logging.getLogger(__name__)
 
 # Full-reference anchors for the synthetic benchmark (they see the clean photo).
-FULL_REFERENCE = {"psnr": psnr, "ssim": ssim}
+FULL_REFERENCE: Registry[Callable[..., Tensor]] = Registry("full-reference metric")
+FULL_REFERENCE.register("psnr", psnr)
+FULL_REFERENCE.register("ssim", ssim)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "bench", help="correlation with labels (SRCC/KRCC/PLCC/RMSE), or the synthetic ranking benchmark",
         description="With --labels: score the labelled images and report SRCC, KRCC, PLCC and RMSE (raw and "
         "after the 4-parameter logistic mapping) with a bootstrap CI for SRCC. With --synthetic: degrade clean "
-        "photos at levels 1-5 and report, per degradation type, the SRCC between score and severity.")
+        "photos at levels 1-5 and report, per degradation type, the SRCC between score and severity. With "
+        "--restore NAME --pairs DIR: restore the degraded images and report PSNR and SSIM on Y (border cropped), "
+        "seconds and peak memory per megapixel.")
     p.add_argument("--metric", default="clipiqa", help="metric name; with --synthetic also psnr or ssim")
     p.add_argument("--labels", type=Path, help="label file (generic CSV or an official IQA label file)")
     p.add_argument("--root", type=Path, help="image root for the paths in --labels")
@@ -42,6 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-photos", type=int, help="synthetic: use only the first N photos")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the SRCC CI")
+    p.add_argument("--restore", metavar="RESTORER", help="benchmark a restorer on --pairs (see `clipiq restorers`)")
+    p.add_argument("--pairs", type=Path, metavar="DIR",
+                   help="restore: degraded/target pairs (Set5/Set14 *_SRF_<scale>_LR/HR or DIV2K layout)")
+    p.add_argument("--crop-border", type=int, default=None,
+                   help="restore: pixels cut from each side before PSNR/SSIM on Y (default: the restorer's scale)")
     add_model_args(p)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=2)
@@ -53,7 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Dispatch to the labelled or synthetic benchmark."""
+    """Dispatch to the labelled, synthetic or restoration benchmark."""
+    if args.restore or args.pairs:
+        if not (args.restore and args.pairs) or args.labels or args.synthetic:
+            raise ValueError("a restoration benchmark takes --restore NAME with --pairs DIR (and no --labels "
+                             "or --synthetic)")
+        return _restoration(args)
     if bool(args.labels) == bool(args.synthetic):
         raise ValueError("give exactly one of --labels CSV (with --root) or --synthetic PHOTOS_DIR")
     return _synthetic(args) if args.synthetic else _labelled(args)
@@ -67,11 +84,13 @@ def _labelled(args: argparse.Namespace) -> int:
                            precision=args.precision, batch_size=args.batch_size, **metric_options(args))
     paths = [s.path for s in labels]
     target = {str(s.path): s.score for s in labels}
-    rows = []
+    by_index = {}
     with tqdm(total=len(paths), desc="bench", unit="img", disable=None, file=sys.stderr) as bar:
-        for new in iter_scored(metric, paths, batch_size=args.batch_size, workers=args.workers):
-            rows.extend(new)
-            bar.update(len(new))
+        for result in metric.iter_results(paths, batch_size=args.batch_size, workers=args.workers):
+            by_index[result.index] = result_row(result)
+            bar.update(1)
+    # Label-file order, whatever order batches finished in: the bootstrap CI and --out do not depend on timing.
+    rows = [by_index[i] for i in sorted(by_index)]
     ok = [r for r in rows if not r.get("error")]
     failed = len(rows) - len(ok)
     for r in rows:
@@ -122,6 +141,35 @@ def _synthetic(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps({"metric": name, **result.as_dict()}, indent=1))
     return 0
+
+
+def _restoration(args: argparse.Namespace) -> int:
+    """PSNR/SSIM on Y with the border crop, seconds and peak memory per megapixel, of one restorer on pairs."""
+    from clipiq.data.paired import find_pairs
+    from clipiq.restore import create_restorer
+    from clipiq.restore.evaluate import evaluate_restorer
+
+    options = metric_options(args)
+    restorer = create_restorer(args.restore, weights=args.weights, device=args.device, precision=args.precision,
+                               **options)
+    pairs = find_pairs(args.pairs, restorer.scale)
+    with tqdm(total=len(pairs), desc=f"bench ({restorer.name})", unit="pair", disable=None, file=sys.stderr) as bar:
+        report = evaluate_restorer(restorer, pairs, crop_border=args.crop_border, on_row=lambda _: bar.update(1))
+    summary = report.summary()
+    print(f"{restorer.name} on {args.pairs} ({len(pairs)} pairs, {summary['failed']} failed); PSNR/SSIM on Y of "
+          f"8-bit outputs, border {summary['crop_border']}; memory: {summary['memory']}")
+    keys = ("psnr_y", "ssim_y", "seconds_per_mp", "peak_mib_per_mp", "peak_mib")
+    print(format_table([{"statistic": k, "value": f"{summary[k]:.4f}"} for k in keys], ["statistic", "value"]))
+    for r in report.rows:
+        if r["error"]:
+            print(f"failed: {r['lq']}: {r['error']}", file=sys.stderr)
+    if args.out:
+        _write_csv(args.out, report.rows, ["lq", "gt", "psnr", "ssim", "megapixels", "seconds", "peak_mib", "error"])
+    if args.json:
+        args.json.write_text(json.dumps({**summary, "pairs_dir": str(args.pairs)}, indent=1))
+    if not report.ok_rows:
+        raise RuntimeError(f"none of the {len(pairs)} pairs could be restored")
+    return 1 if summary["failed"] else 0
 
 
 def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:

@@ -14,6 +14,11 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None)
     p.add_argument("--model", default=default_model,
                    help="CLIP weights or architecture name (see `clipiq models`); default: the metric's own")
     p.add_argument("--weights", help="local weights file or Hugging Face folder (no download)")
+    add_device_args(p)
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """--device, --precision."""
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="fp32 (default), bf16 (CPU or CUDA), fp16 (CUDA only)")

@@ -12,24 +12,36 @@ processed independently, so a batched result equals the per-image results.
 * :func:`contrast_stretch` and :func:`gamma_restore`: global tone curves that remove some of the veil
   but know nothing about depth; weak "dehazers".
 
-:data:`DEHAZERS` names variants of different strength, from ``"none"`` (the hazy input) to
-``"dcp-strong"`` (over-dehazed, with halos), so that the dehazed images span a range of quality.
+:data:`DEHAZERS` is a registry of variants of different strength, listed from ``"none"`` (the hazy input)
+to ``"dcp-strong"`` (over-dehazed, with halos), so that the dehazed images span a range of quality. Each
+is also a restorer, ``dehaze-<name>`` in :func:`clipiq.create_restorer`, whose options override the
+variant's presets. Only ``none`` is tileable: the airlight and the percentiles are whole-image statistics,
+so tiles would each get their own (see :mod:`clipiq.restore.base` for what happens above the budget).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
 from numbers import Integral, Real
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from clipiq.core.image import LUMA_WEIGHTS, finish_batch, working_batch
+from clipiq.core.registry import Registry
+from clipiq.restore.base import RUN_OPTIONS, Restorer
+from clipiq.restore.registry import RestorerSpec, register_restorer
 
 __all__ = [
     "DEHAZERS",
+    "DehazeRestorer",
+    "Dehazer",
     "contrast_stretch",
     "dark_channel_prior",
     "dehaze",
@@ -43,6 +55,7 @@ _AIRLIGHT_FRACTION = 0.001
 _MIN_AIRLIGHT = 1e-2
 # Channels whose percentile range is narrower than this are flat; stretching them would only amplify noise.
 _MIN_SPAN = 1e-6
+_DCP_PAPER = "He, Sun and Tang, Single Image Haze Removal Using Dark Channel Prior, CVPR 2009"
 
 
 def _check_real(value: object, name: str, lo: float, hi: float, lo_open: bool = False) -> float:
@@ -224,51 +237,81 @@ def gamma_restore(x: Tensor, gamma: float = 1.5) -> Tensor:
     return finish_batch(_stretch(y, 0.001, 0.999), x, single)
 
 
-def _none(x: Tensor) -> Tensor:
+def _identity(x: Tensor) -> Tensor:
     """No dehazing: the hazy input, checked and clamped."""
     img, single = working_batch(x, "x")
     return finish_batch(img, x, single)
 
 
-def _gamma(x: Tensor) -> Tensor:
-    """Weak global dehazer: gamma 1.5 and a mild stretch."""
-    return gamma_restore(x, gamma=1.5)
+@dataclass(frozen=True)
+class Dehazer:
+    """A named dehazer: a function with preset options; calling it runs ``fn(x, **defaults, **options)``."""
+
+    fn: Callable[..., Tensor]
+    description: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    #: False when the result at a pixel depends on whole-image statistics (airlight, percentiles).
+    tileable: bool = False
+    #: Peak working memory per pixel in bytes, as clipiq.restore.evaluate measures it on CPU, rounded up.
+    bytes_per_pixel: int = 96
+    paper: str = ""
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The keyword options ``fn`` takes besides the image."""
+        return tuple(list(inspect.signature(self.fn).parameters)[1:])
+
+    def __call__(self, x: Tensor, **options: Any) -> Tensor:
+        return self.fn(x, **{**self.defaults, **options})
 
 
-def _contrast(x: Tensor) -> Tensor:
-    """Global dehazer: 1..99 percentile stretch per channel."""
-    return contrast_stretch(x, low=0.01, high=0.99)
+#: Named dehazers, from weakest to strongest; each maps an image or batch to the same shape.
+DEHAZERS: Registry[Dehazer] = Registry("dehazer")  # lists in registration order
+# float64 integral images for the guided filter make the refined DCP the most memory-hungry
+_DCP = {"fn": dark_channel_prior, "bytes_per_pixel": 256, "paper": _DCP_PAPER}
+for _name, _dehazer in {
+    "none": Dehazer(_identity, "no dehazing: the hazy input", tileable=True, bytes_per_pixel=32),
+    "gamma": Dehazer(gamma_restore, "weak global dehazer: gamma 1.5 and a mild stretch", {"gamma": 1.5}),
+    "contrast": Dehazer(contrast_stretch, "global dehazer: 1..99 percentile stretch per channel",
+                        {"low": 0.01, "high": 0.99}),
+    "dcp-weak": Dehazer(description="under-dehazed: the dark channel prior removing only 60% of the haze",
+                        defaults={"omega": 0.6}, **_DCP),
+    "dcp": Dehazer(description="dark channel prior, He et al.'s settings: omega 0.95, t0 0.1, guided filter",
+                   defaults={"omega": 0.95}, **_DCP),
+    "dcp-strong": Dehazer(description="over-dehazed: omega 1, t0 0.05 and the blocky unrefined transmission "
+                          "(halos at edges)", defaults={"omega": 1.0, "t0": 0.05, "refine": False},
+                          **{**_DCP, "bytes_per_pixel": 128}),
+}.items():
+    DEHAZERS.register(_name, _dehazer)
 
 
-def _dcp_weak(x: Tensor) -> Tensor:
-    """Under-dehazed: the dark channel prior removing only 60% of the estimated haze."""
-    return dark_channel_prior(x, omega=0.6)
-
-
-def _dcp(x: Tensor) -> Tensor:
-    """He et al.'s settings: omega 0.95, t0 0.1, guided-filter refinement."""
-    return dark_channel_prior(x, omega=0.95)
-
-
-def _dcp_strong(x: Tensor) -> Tensor:
-    """Over-dehazed: omega 1, t0 0.05 and the blocky unrefined transmission, so halos at edges."""
-    return dark_channel_prior(x, omega=1.0, t0=0.05, refine=False)
-
-
-#: Named dehazers, roughly from weakest to strongest; each maps an image or batch to the same shape.
-DEHAZERS: dict[str, Callable[[Tensor], Tensor]] = {
-    "none": _none,
-    "gamma": _gamma,
-    "contrast": _contrast,
-    "dcp-weak": _dcp_weak,
-    "dcp": _dcp,
-    "dcp-strong": _dcp_strong,
-}
-
-
-def dehaze(x: Tensor, name: str) -> Tensor:
+def dehaze(x: Tensor, name: str, **options: Any) -> Tensor:
     """Run the dehazer called ``name`` in :data:`DEHAZERS` on an image (3,H,W) or batch (N,3,H,W)."""
-    fn = DEHAZERS.get(name) if isinstance(name, str) else None
-    if fn is None:
-        raise ValueError(f"unknown dehazer {name!r}; known: {list(DEHAZERS)}")
-    return fn(x)
+    return DEHAZERS.get(name)(x, **options)
+
+
+class DehazeRestorer(Restorer):
+    """A :data:`DEHAZERS` entry as a restorer (restorer name ``dehaze-<dehazer>``); options override its presets."""
+
+    def __init__(self, dehazer: str, *, precision: str = "fp32", **options: Any):
+        entry = DEHAZERS.get(dehazer)
+        run = {k: options.pop(k) for k in RUN_OPTIONS if k in options}
+        # instance attributes before the base class reads them (its tiling warning, its budget)
+        self.name = f"dehaze-{dehazer}"
+        self.tileable = entry.tileable
+        self.bytes_per_pixel = entry.bytes_per_pixel
+        super().__init__(precision=precision, **run)
+        self.dehazer = entry
+        self.options = options
+        entry(torch.full((3, 2, 2), 0.5), **options)  # bad option values fail now, not on the first image
+
+    def restore_batch(self, x: Tensor) -> Tensor:
+        """Dehaze each image of the batch."""
+        return self.dehazer(x, **self.options)
+
+
+for _key, _entry in DEHAZERS.items():
+    register_restorer(RestorerSpec(
+        name=f"dehaze-{_key}", factory=partial(DehazeRestorer, _key), description=_entry.description,
+        task="dehaze", tileable=_entry.tileable, options=_entry.options, paper=_entry.paper,
+    ))  # fmt: skip
