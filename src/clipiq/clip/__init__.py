@@ -1,6 +1,7 @@
 """The CLIP backbone: architectures, tokenizer, weights registry, loaders and preprocessing."""
 
 from clipiq.clip.config import ARCHITECTURES, CLIPConfig, PreprocessConfig, TextConfig, VisionConfig
+from clipiq.clip.dense import DenseMaps, dense_features, dense_maps, pair_probabilities
 from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP, TowerOutput, build_model
 from clipiq.clip.preprocess import Preprocess
@@ -12,6 +13,7 @@ __all__ = [
     "CLIP",
     "CLIPConfig",
     "DeepPrompts",
+    "DenseMaps",
     "Preprocess",
     "PreprocessConfig",
     "TextPrompts",
@@ -19,6 +21,9 @@ __all__ = [
     "TowerOutput",
     "VisionConfig",
     "build_model",
+    "dense_features",
+    "dense_maps",
     "load_clip",
+    "pair_probabilities",
     "tokenize",
 ]
