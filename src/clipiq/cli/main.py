@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
 from clipiq import __version__
+from clipiq.core.errors import ClipIQError
+from clipiq.core.registry import Registry
 
-# Each module exposes register(subparsers); a new command is a module here, not a branch.
-COMMANDS = ("score", "info", "bench", "make_dataset", "train")
+# Each command is a module exposing register(subparsers); a new command is an entry here, not a branch.
+COMMANDS: Registry = Registry("command")
+for _module in ("score", "restore", "info", "bench", "make_dataset", "train"):
+    COMMANDS.register_lazy(_module, f"clipiq.cli.{_module}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,8 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"clipiq {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"clipiq.cli.{name}").register(sub)
+    for module in COMMANDS.values():
+        module.register(sub)
     return parser
 
 
@@ -45,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
+    except (ClipIQError, ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
         if args.verbose >= 2:
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

@@ -1,62 +1,61 @@
-"""Image I/O, IQA label files and datasets, splits and paired restoration data (layer 3)."""
+"""Layer 3 data: image I/O, IQA label files and datasets, splits, paired restoration data and the batch runner.
 
-from clipiq.data.datasets import IQADataset, skip_bad_collate
-from clipiq.data.io import ImageLoadError, list_images, load_image, open_image, save_image
-from clipiq.data.labels import (
-    IQALabels,
-    IQASample,
-    LabelFileError,
-    read_csiq,
-    read_csv_labels,
-    read_dhd,
-    read_exbedde,
-    read_kadid10k,
-    read_koniq10k,
-    read_labels,
-    read_live_challenge,
-    read_spaq,
-    read_tid2013,
-)
-from clipiq.data.paired import (
-    ImagePair,
-    PairedImageDataset,
-    SyntheticPairDataset,
-    find_div2k_pairs,
-    find_pairs,
-    find_srf_pairs,
-)
-from clipiq.data.splits import Split, few_shot, official_split, repeated_splits, split_by_group
+Names are imported on first use, so ``import clipiq`` (which needs only the runner and image I/O) does not
+load the label readers, datasets and pair finders.
+"""
 
-__all__ = [
-    "IQADataset",
-    "IQALabels",
-    "IQASample",
-    "ImageLoadError",
-    "ImagePair",
-    "LabelFileError",
-    "PairedImageDataset",
-    "Split",
-    "SyntheticPairDataset",
-    "few_shot",
-    "find_div2k_pairs",
-    "find_pairs",
-    "find_srf_pairs",
-    "list_images",
-    "load_image",
-    "official_split",
-    "open_image",
-    "read_csiq",
-    "read_csv_labels",
-    "read_dhd",
-    "read_exbedde",
-    "read_kadid10k",
-    "read_koniq10k",
-    "read_labels",
-    "read_live_challenge",
-    "read_spaq",
-    "read_tid2013",
-    "repeated_splits",
-    "save_image",
-    "skip_bad_collate",
-    "split_by_group",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "IQADataset": "clipiq.data.datasets",
+    "IQALabels": "clipiq.data.labels",
+    "IQASample": "clipiq.data.labels",
+    "ImageLoadError": "clipiq.data.io",
+    "ImagePair": "clipiq.data.paired",
+    "LabelFileError": "clipiq.data.labels",
+    "PairedImageDataset": "clipiq.data.paired",
+    "BatchRunner": "clipiq.data.runner",
+    "RunResult": "clipiq.data.runner",
+    "Split": "clipiq.data.splits",
+    "prefetch": "clipiq.data.runner",
+    "SyntheticPairDataset": "clipiq.data.paired",
+    "few_shot": "clipiq.data.splits",
+    "find_div2k_pairs": "clipiq.data.paired",
+    "find_pairs": "clipiq.data.paired",
+    "find_srf_pairs": "clipiq.data.paired",
+    "list_images": "clipiq.data.io",
+    "load_image": "clipiq.data.io",
+    "official_split": "clipiq.data.splits",
+    "open_image": "clipiq.data.io",
+    "read_csiq": "clipiq.data.labels",
+    "read_csv_labels": "clipiq.data.labels",
+    "read_dhd": "clipiq.data.labels",
+    "read_exbedde": "clipiq.data.labels",
+    "read_kadid10k": "clipiq.data.labels",
+    "read_koniq10k": "clipiq.data.labels",
+    "read_labels": "clipiq.data.labels",
+    "read_live_challenge": "clipiq.data.labels",
+    "read_spaq": "clipiq.data.labels",
+    "read_tid2013": "clipiq.data.labels",
+    "repeated_splits": "clipiq.data.splits",
+    "save_image": "clipiq.data.io",
+    "skip_bad_collate": "clipiq.data.datasets",
+    "split_by_group": "clipiq.data.splits",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'clipiq.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = sorted(_EXPORTS)
