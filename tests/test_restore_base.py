@@ -15,8 +15,9 @@ from torch import Tensor
 
 from clipiq import create_restorer, list_restorers
 from clipiq.core.errors import ConfigError, ImageLoadError, UnknownNameError
+from clipiq.core.image import pad_to_multiple
 from clipiq.restore import Restorer
-from clipiq.restore.tiling import axis_window, margin_for, pad_to_multiple, tile_starts, tiled_apply
+from clipiq.restore.tiling import axis_window, margin_for, tile_starts, tiled_apply
 
 
 class Recorder(Restorer):

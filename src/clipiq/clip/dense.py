@@ -56,7 +56,7 @@ from clipiq.clip.preprocess import Preprocess
 from clipiq.clip.tokenizer import tokenize
 from clipiq.clip.vocabulary import ATTRIBUTE_PROMPTS
 from clipiq.core.errors import UnknownNameError
-from clipiq.core.image import check_image_batch
+from clipiq.core.image import check_image_batch, pad_to_multiple
 
 # An attribute name of ATTRIBUTE_PROMPTS ("sharpness") or an explicit (positive, negative) prompt pair.
 PairSpec = str | tuple[str, str]
@@ -156,18 +156,6 @@ def _check_pairing(clip: CLIP, preprocess: Preprocess) -> None:
     if preprocess.cfg != clip.cfg.preprocess:
         raise ValueError(f"preprocess {preprocess!r} does not belong to model {clip.cfg.name} "
                          f"(its weights expect {clip.cfg.preprocess})")
-
-
-def _pad_to_patches(x: Tensor, p: int) -> Tensor:
-    """Pad bottom and right up to a multiple of the patch size, so the grid covers every pixel."""
-    h, w = x.shape[-2:]
-    ph, pw = -h % p, -w % p
-    if not ph and not pw:
-        return x
-    # Mirroring keeps the border's texture (blur, noise); edge replication would look like blur. It needs
-    # the pad to be shorter than the side, so images under a patch fall back to replication.
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
 def _split(length: int, most: int) -> list[tuple[int, int]]:
@@ -279,7 +267,7 @@ def dense_features(
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2:
         raise ValueError(f"max_tokens must be an integer >= 2, got {max_tokens!r}")
-    x = _pad_to_patches(x, clip.visual.patch_size)
+    x = pad_to_multiple(x, clip.visual.patch_size)  # the grid covers every pixel
     chunks = []
     for start in range(0, x.shape[0], batch_size):
         # Normalised in fp32, then cast: normalising in bf16 would round the input twice.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
@@ -58,10 +59,32 @@ def finish_batch(y: Tensor, like: Tensor, single: bool) -> Tensor:
     return y[0] if single else y
 
 
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Pad (N,C,H,W) at the bottom and right so H and W are multiples of ``multiple`` (reflect, else replicate)."""
+    if multiple < 1:
+        raise ValueError(f"multiple must be at least 1, got {multiple}")
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if not ph and not pw:
+        return x
+    # Reflection mirrors real content (texture, blur, noise: no flat band a network or CLIP would read as an
+    # edge or as blur), but it cannot pad by as much as the side it mirrors; tiny images fall back to replication.
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
 def pil_to_tensor(im: Image.Image) -> Tensor:
     """A PIL image as a float tensor (3,H,W) in [0,1]."""
     arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-__all__ = ["LUMA_WEIGHTS", "RANGE_TOLERANCE", "check_image_batch", "finish_batch", "pil_to_tensor", "working_batch"]
+__all__ = [
+    "LUMA_WEIGHTS",
+    "RANGE_TOLERANCE",
+    "check_image_batch",
+    "finish_batch",
+    "pad_to_multiple",
+    "pil_to_tensor",
+    "working_batch",
+]

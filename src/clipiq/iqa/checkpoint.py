@@ -9,20 +9,18 @@ one CLIP mean nothing on another. The trainer's ``best.pt`` / ``last.pt`` payloa
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess
 from clipiq.core.errors import CheckpointError
+from clipiq.core.tensors import load_tensors, save_tensors
 
 FORMAT = "clipiq-method/1"
 
@@ -81,15 +79,7 @@ def check_backbone(ck: MethodCheckpoint, clip: CLIP) -> None:
 def save_method_checkpoint(path: str | os.PathLike, method: str, state: dict[str, torch.Tensor],
                            config: dict[str, Any], backbone: dict[str, Any]) -> Path:
     """Write a method checkpoint as safetensors (atomically); returns the path."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "method": method, "config": json.dumps(config, default=str),
-            "backbone": json.dumps(backbone)}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    tmp = p.with_name(p.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, p)
-    return p
+    return save_tensors(path, state, {"format": FORMAT, "method": method, "config": config, "backbone": backbone})
 
 
 def payload(method: str, state: dict[str, torch.Tensor], config: dict[str, Any],
@@ -105,15 +95,13 @@ def read_method_checkpoint(path: str | os.PathLike, method: str | None = None) -
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p} does not exist")
     if p.suffix == ".safetensors":
-        try:
-            with safe_open(str(p), framework="pt") as f:
-                meta = f.metadata() or {}
-                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-        except Exception as e:  # safetensors raises its own error types for corrupt headers
-            raise CheckpointError(f"checkpoint {p} is not a readable safetensors file: {e}") from None
+        state, meta = load_tensors(p)
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"checkpoint {p} is not a clipiq method checkpoint (no {FORMAT!r} metadata)")
-        ck = MethodCheckpoint(meta["method"], state, json.loads(meta["config"]), json.loads(meta["backbone"]), str(p))
+        missing = [k for k in ("method", "config", "backbone") if k not in meta]
+        if missing:
+            raise CheckpointError(f"checkpoint {p}: metadata lacks {', '.join(missing)}")
+        ck = MethodCheckpoint(str(meta["method"]), state, meta["config"], meta["backbone"], str(p))
     else:
         try:
             raw = torch.load(p, map_location="cpu", weights_only=False)

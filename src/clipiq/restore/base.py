@@ -30,10 +30,10 @@ from torch import Tensor, nn
 
 from clipiq.core.device import PRECISIONS, autocast
 from clipiq.core.errors import ConfigError
-from clipiq.core.image import check_image_batch
+from clipiq.core.image import check_image_batch, pad_to_multiple
 from clipiq.data.io import DEFAULT_MAX_PIXELS
 from clipiq.data.runner import BatchRunner, ImageInput, RunResult, decode, expand_inputs
-from clipiq.restore.tiling import pad_to_multiple, tiled_apply
+from clipiq.restore.tiling import tiled_apply
 
 log = logging.getLogger(__name__)
 

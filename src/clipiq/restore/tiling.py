@@ -24,24 +24,9 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["axis_window", "margin_for", "pad_to_multiple", "tile_starts", "tiled_apply"]
-
-
-def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Pad (N,C,H,W) at the bottom and right so H and W are multiples of ``multiple`` (reflect, else replicate)."""
-    if multiple < 1:
-        raise ValueError(f"multiple must be at least 1, got {multiple}")
-    h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    if not ph and not pw:
-        return x
-    # Reflection mirrors real content (no flat band for the network to see as an edge), but it cannot
-    # pad by as much as the side it mirrors; tiny images fall back to repeating the last row/column.
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
+__all__ = ["axis_window", "margin_for", "tile_starts", "tiled_apply"]
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
