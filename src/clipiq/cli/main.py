@@ -48,6 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except FloatingPointError as e:  # a diverging training run: say so in one line, not a traceback
+        if args.verbose >= 2:
+            raise
+        print(f"clipiq {args.command}: error: training diverged: {e} (lower train.lr, or set train.grad_clip)",
+              file=sys.stderr)
+        return 1
     except (ClipIQError, ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
         if args.verbose >= 2:
             raise

@@ -70,6 +70,8 @@ def apply_overrides(cfg: Mapping[str, Any], overrides: Sequence[str], strict: bo
         if strict and node and keys[-1] not in node:  # an empty mapping is free-form (see merge)
             known = ", ".join(sorted(node)) or "none"
             raise ConfigError(f"override {item!r}: unknown key {'.'.join(keys)!r} (known here: {known})")
+        if strict and keys[-1] in node:
+            check_type(node[keys[-1]], value, f"override {item!r}: {'.'.join(keys)}")
         node[keys[-1]] = value
     return out
 
@@ -93,7 +95,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = (), defaults
 
 
 def merge(base: Mapping[str, Any], new: Mapping[str, Any], strict: bool = False, where: str = "") -> dict[str, Any]:
-    """Recursive dict merge; with ``strict`` keys absent from ``base`` are refused (catches typos)."""
+    """Recursive dict merge; with ``strict`` keys absent from ``base`` and values of another type are refused."""
     out = copy.deepcopy(dict(base))
     for k, v in new.items():
         if strict and k not in out:
@@ -102,8 +104,53 @@ def merge(base: Mapping[str, Any], new: Mapping[str, Any], strict: bool = False,
             # An empty default mapping (e.g. data.options) is free-form: its keys are not checked.
             out[k] = merge(out[k], v, strict=strict and bool(out[k]), where=f"{where}:{k}")
         else:
+            if strict and k in out:
+                check_type(out[k], v, f"{where}:{k}" if where else k)
             out[k] = copy.deepcopy(v)
     return out
+
+
+def _type_word(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean (true/false)"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return type(value).__name__
+
+
+def check_type(default: Any, value: Any, key: str) -> None:
+    """Refuse a config value whose type differs from its default's (None on either side is free).
+
+    Integers are accepted where numbers are expected; nothing else is converted, so ``train.steps=many``
+    or ``seed=[1,2]`` fail here, naming the key, instead of deep inside a run.
+    """
+    if default is None or value is None:
+        return
+    if isinstance(default, bool) or isinstance(value, bool):
+        ok = isinstance(default, bool) and isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, int | float)
+    elif isinstance(default, int):
+        ok = isinstance(value, int)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, list | tuple):
+        ok = isinstance(value, list | tuple)
+    elif isinstance(default, Mapping):
+        ok = isinstance(value, Mapping)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{key} must be {_type_word(default)} (like its default {default!r}), "
+                          f"got {value!r}")
 
 
 def dump_config(cfg: Mapping[str, Any], path: str | Path) -> None:
