@@ -286,3 +286,27 @@ def test_registry_of_hub_files(record):
     with pytest.raises(TypeError, match="int"):
         files.lookup(3)  # type: ignore[arg-type]
     assert files.unregister("seg/other").name == "seg/other" and files.names() == ["seg/fake"]
+
+
+def test_file_inside_another_installed_package(home, tmp_path, monkeypatch):
+    pkg = tmp_path / "site" / "clipiq_fake_weights_pkg"
+    (pkg / "models").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models" / "w.pth").write_bytes(DATA)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    rec = HubFile(name="dep/w", python_package="clipiq_fake_weights_pkg", package_file="models/w.pth",
+                  sha256=DIGEST, license="Apache-2.0")
+    assert rec.package == "clipiq_fake_weights_pkg" and rec.source == "clipiq_fake_weights_pkg/models/w.pth"
+    assert hub.resolve(rec, offline=True) == hub.package_path(rec) == pkg / "models" / "w.pth" and hub.is_cached(rec)
+    with pytest.raises(WeightsChecksumError, match="Reinstall clipiq_fake_weights_pkg"):
+        hub.resolve(rec.replace(sha256="f" * 64))
+    with pytest.raises(WeightsUnavailableError, match="reinstall clipiq_fake_weights_pkg"):
+        hub.resolve(rec.replace(package_file="models/missing.pth"))
+    absent = rec.replace(python_package="clipiq_no_such_pkg_anywhere")
+    assert not hub.is_cached(absent)
+    with pytest.raises(WeightsUnavailableError, match="not installed"):
+        hub.resolve(absent)
+    with pytest.raises(ValueError, match="needs package_file"):
+        HubFile(name="x", url="https://example.org/w.pth", python_package="pkg", sha256=None)
+    with pytest.raises(ValueError, match="import name"):
+        rec.replace(python_package="not-a-module")

@@ -12,10 +12,21 @@ from clipiq.core.registry import Registry
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
+#: Convolutional stems the image tower can use instead of a patchify conv, and their output stride (the
+#: tower's patch size). "efficientnet-lite0": ImageNet EfficientNet-Lite0 (clipiq.clip.efficientnet).
+STEM_STRIDES: dict[str, int] = {"efficientnet-lite0": 16}
+STEM_MEAN_STD: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "efficientnet-lite0": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # the stem was trained on [-1, 1] inputs
+}
+
 
 @dataclass(frozen=True)
 class VisionConfig:
-    """Image tower hyper-parameters (ViT)."""
+    """Image tower hyper-parameters (ViT, optionally on a pretrained convolutional stem).
+
+    ``stem``: None for the usual patchify conv, or a name in ``STEM_STRIDES`` whose feature maps become the
+    tokens; ``patch_size`` is then the stem's stride, so every grid computation stays the same.
+    """
 
     image_size: int = 224
     patch_size: int = 32
@@ -23,6 +34,16 @@ class VisionConfig:
     layers: int = 12
     heads: int = 12
     mlp_ratio: float = 4.0
+    stem: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.stem is None:
+            return
+        if self.stem not in STEM_STRIDES:
+            raise ValueError(f"unknown image stem {self.stem!r}; expected None or one of {', '.join(STEM_STRIDES)}")
+        if self.patch_size != STEM_STRIDES[self.stem]:
+            raise ValueError(f"stem {self.stem!r} has stride {STEM_STRIDES[self.stem]}, so patch_size must be "
+                             f"{STEM_STRIDES[self.stem]}, got {self.patch_size}")
 
 
 @dataclass(frozen=True)
@@ -97,6 +118,13 @@ def _vit(name: str, embed: int, v: VisionConfig, t: TextConfig, **kw: Any) -> CL
     )
 
 
+def _hybrid(name: str, embed: int, v: VisionConfig, t: TextConfig, **kw: Any) -> CLIPConfig:
+    mean, std = STEM_MEAN_STD[str(v.stem)]
+    return CLIPConfig(
+        name=name, embed_dim=embed, vision=v, text=t, preprocess=PreprocessConfig(v.image_size, mean, std), **kw
+    )
+
+
 ARCHITECTURES: Registry[CLIPConfig] = Registry("CLIP architecture")
 
 for _cfg in (
@@ -111,6 +139,24 @@ for _cfg in (
         TextConfig(77, 49408, 16, 2, 2),
         act="gelu",
         random=True,
+    ),
+    # The ImageNet EfficientNet-Lite0 stem under two tiny transformer layers; the rest is random (tests only).
+    _hybrid(
+        "test-tiny-hybrid",
+        32,
+        VisionConfig(224, 16, 32, 2, 2, stem="efficientnet-lite0"),
+        TextConfig(77, 49408, 16, 2, 2),
+        act="gelu",
+        random=True,
+    ),
+    # clipiq's second offline model: 6x256 ViT on the Lite0 stem, 6x256 text tower. Its weights are yet to be
+    # trained, so it has no weights record (load_clip asks for a weights file).
+    _hybrid(
+        "degradation-clip-v2",
+        256,
+        VisionConfig(224, 16, 256, 6, 4, stem="efficientnet-lite0"),
+        TextConfig(77, 49408, 256, 6, 4),
+        act="gelu",
     ),
 ):
     ARCHITECTURES.register(_cfg.name, _cfg)

@@ -10,6 +10,12 @@ The hooks later methods use, instead of copying the backbone:
   learnable context vectors in the embedding sequence (CoOp) and per-layer text prompts.
 
 Sequence layout inside both towers: ``[first token (CLS or SOT), prompts..., the rest]``.
+
+A hybrid image tower (``VisionConfig.stem``) replaces the patchify conv with a pretrained, frozen
+convolutional stem (EfficientNet-Lite0): its stride-16 map and its upsampled stride-32 head map, each
+layer-normalised and then projected to the tower's width, are the patch tokens. Every hook above works
+unchanged; ``stem_features`` and ``embed_stem_features`` split ``embed_patches`` so training can cache
+the frozen stem's output per crop.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clipiq.clip.config import CLIPConfig, TextConfig, VisionConfig
+from clipiq.clip.efficientnet import EfficientNetLite0, StemMaps, load_lite0_into
 
 PromptList = Sequence[Tensor | None]
 
@@ -146,16 +153,34 @@ def _put_prompts(x: Tensor, prompts: Tensor, n_present: int) -> Tensor:
 
 
 class VisionTower(nn.Module):
-    """ViT image encoder with position-embedding interpolation and merged token streams."""
+    """ViT image encoder with position-embedding interpolation and merged token streams.
 
-    def __init__(self, cfg: VisionConfig, embed_dim: int, act: str, eps: float):
+    With ``cfg.stem`` set, the patch tokens come from a frozen pretrained stem (``self.stem``), loaded with
+    its ImageNet weights when ``pretrained_stem`` and the tower is not built on the meta device (a checkpoint
+    then supplies every weight).
+    """
+
+    def __init__(self, cfg: VisionConfig, embed_dim: int, act: str, eps: float, *, pretrained_stem: bool = True):
         super().__init__()
         self.cfg = cfg
         self.patch_size = cfg.patch_size
         self.grid = cfg.image_size // cfg.patch_size
         w = cfg.width
         scale = w**-0.5
-        self.patch_embed = nn.Conv2d(3, w, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
+        self.stem: EfficientNetLite0 | None = None
+        if cfg.stem is None:
+            self.patch_embed: nn.Conv2d | nn.Linear = nn.Conv2d(
+                3, w, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False
+            )
+        else:
+            self.stem = EfficientNetLite0(frozen=True)
+            # The two maps differ in scale by 10x and more (on a photo the stride-16 map, a linear projection plus
+            # residual, has std ~6; the ReLU6 head ~0.5): each is normalised on its own before one projection.
+            self.stem_norm16 = nn.LayerNorm(self.stem.s16_channels, eps=eps)
+            self.stem_norm32 = nn.LayerNorm(self.stem.head_channels, eps=eps)
+            self.patch_embed = nn.Linear(self.stem.s16_channels + self.stem.head_channels, w)
+            if pretrained_stem and not self.stem.stem.conv.weight.is_meta:
+                load_lite0_into(self.stem)
         self.cls_token = nn.Parameter(scale * torch.randn(w))
         self.pos_embed = nn.Parameter(scale * torch.randn(self.grid * self.grid + 1, w))
         self.ln_pre = nn.LayerNorm(w, eps=eps)
@@ -177,17 +202,65 @@ class VisionTower(nn.Module):
         g = F.interpolate(g.float(), size=(gh, gw), mode="bicubic", align_corners=False)
         return g.permute(0, 2, 3, 1).reshape(gh * gw, -1).to(pos.dtype)
 
-    def embed_patches(self, x: Tensor) -> Tensor:
-        """Normalised images (N,3,H,W) -> patch tokens (N, gh*gw, W) with position embeddings."""
+    def _check_images(self, x: Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"images must be (N,3,H,W), got {tuple(x.shape)}")
         p = self.patch_size
         if x.shape[-2] < p or x.shape[-1] < p:
             raise ValueError(f"images of {x.shape[-2]}x{x.shape[-1]} are smaller than one {p}x{p} patch")
+
+    def embed_patches(self, x: Tensor) -> Tensor:
+        """Normalised images (N,3,H,W) -> patch tokens (N, gh*gw, W) with position embeddings."""
+        if self.stem is not None:
+            return self.embed_stem_features(self.stem_features(x))
+        self._check_images(x)
         t = self.patch_embed(x.to(self.patch_embed.weight.dtype))
         gh, gw = t.shape[-2:]
         t = t.flatten(2).transpose(1, 2)
         return t + self.grid_pos_embed(gh, gw)
+
+    def stem_features(self, x: Tensor) -> StemMaps:
+        """Normalised images (N,3,H,W) -> the stem's maps, the first half of ``embed_patches`` (hybrid towers).
+
+        Like a patchify conv, the grid is (H//p, W//p): the remainder rows and columns are cropped first.
+        The maps depend only on the frozen stem, so they can be computed once per crop and cached.
+        """
+        if self.stem is None:
+            raise ValueError("stem_features needs a hybrid image tower (VisionConfig.stem is None)")
+        self._check_images(x)
+        p = self.patch_size
+        gh, gw = x.shape[-2] // p, x.shape[-1] // p
+        return self.stem.features(x[..., : gh * p, : gw * p])
+
+    def embed_stem_features(self, maps: StemMaps | tuple[Tensor, Tensor]) -> Tensor:
+        """Stem maps from ``stem_features`` (any float dtype) -> patch tokens (N, gh*gw, W) with position embeddings."""
+        if self.stem is None:
+            raise ValueError("embed_stem_features needs a hybrid image tower (VisionConfig.stem is None)")
+        s16, s32 = maps
+        if s16.ndim != 4 or s32.ndim != 4 or s16.shape[1] != self.stem.s16_channels \
+                or s32.shape[1] != self.stem.s32_channels:
+            raise ValueError(
+                f"stem maps must be (N,{self.stem.s16_channels},gh,gw) and (N,{self.stem.s32_channels},"
+                f"ceil(gh/2),ceil(gw/2)), got {tuple(s16.shape)} and {tuple(s32.shape)}"
+            )
+        gh, gw = s16.shape[-2:]
+        if s32.shape[-2:] != ((gh + 1) // 2, (gw + 1) // 2):
+            raise ValueError(f"stride-32 map {tuple(s32.shape[-2:])} does not belong to a {gh}x{gw} stride-16 map")
+        dtype = self.patch_embed.weight.dtype
+        head = self.stem.head(s32.to(dtype))
+        # TF 'same' padding puts stride-32 cell i over stride-16 cells 2i and 2i+1, so an exact 2x upsampling
+        # (then dropping the padded last row/column of an odd grid) keeps the two maps aligned.
+        head = F.interpolate(head, scale_factor=2.0, mode="bilinear", align_corners=False)[..., :gh, :gw]
+        t16 = self.stem_norm16(s16.to(dtype).flatten(2).transpose(1, 2))
+        t32 = self.stem_norm32(head.flatten(2).transpose(1, 2))
+        t = self.patch_embed(torch.cat([t16, t32], dim=-1))
+        return t + self.grid_pos_embed(gh, gw)
+
+    def freeze_stem(self, frozen: bool = True) -> None:
+        """Freeze (the default after construction) or unfreeze a hybrid tower's stem, batch norms included."""
+        if self.stem is None:
+            raise ValueError("freeze_stem needs a hybrid image tower (VisionConfig.stem is None)")
+        self.stem.freeze(frozen)
 
     def forward_tokens(
         self,
@@ -271,10 +344,10 @@ class TextTower(nn.Module):
 class CLIP(nn.Module):
     """Contrastive image-text model; weights are loaded with ``clipiq.load_clip``."""
 
-    def __init__(self, cfg: CLIPConfig):
+    def __init__(self, cfg: CLIPConfig, *, pretrained_stem: bool = True):
         super().__init__()
         self.cfg = cfg
-        self.visual = VisionTower(cfg.vision, cfg.embed_dim, cfg.act, cfg.ln_eps)
+        self.visual = VisionTower(cfg.vision, cfg.embed_dim, cfg.act, cfg.ln_eps, pretrained_stem=pretrained_stem)
         self.text = TextTower(cfg.text, cfg.embed_dim, cfg.act, cfg.ln_eps)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         # Set by the loader: which weights these are, so checkpoints can refuse a mismatched backbone.
@@ -310,7 +383,7 @@ class CLIP(nn.Module):
 
 
 def build_model(cfg: CLIPConfig, seed: int | None = None) -> CLIP:
-    """Instantiate a randomly initialised CLIP (seeded when ``seed`` is given)."""
+    """Instantiate a randomly initialised CLIP (seeded when ``seed`` is given); a hybrid's stem is pretrained."""
     if seed is None:
         return CLIP(cfg)
     devices = []

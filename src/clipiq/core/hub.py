@@ -1,7 +1,8 @@
 """Files fetched from a model hub: records, the local cache, sha256 verification and download.
 
 A :class:`HubFile` names one exact file: a pinned Hugging Face file (optionally backed by a URL
-serving the same bytes), a URL alone, or a file shipped inside the clipiq package, together with its
+serving the same bytes), a URL alone, or a file shipped inside the clipiq package (or inside another
+installed Python package, such as a pip package that ships pretrained weights), together with its
 sha256, size and licence. :func:`resolve` turns a record into a local, verified path: a user-supplied
 copy, the package file, or the cache (``$CLIPIQ_HOME`` or ``~/.cache/clipiq``), downloading into the
 cache when allowed. Packages that need weights (CLIP backbones, segmenters, restorers) subclass
@@ -60,7 +61,7 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 _MARKER_SUFFIX = ".sha256-ok"
 _URL_TIMEOUT_S = 60
-_PACKAGE = "clipiq"  # package_file paths are relative to this package
+_PACKAGE = "clipiq"  # package_file paths are relative to this package unless python_package names another
 
 
 class WeightsChecksumError(WeightsError):
@@ -92,7 +93,8 @@ class HubFile:
 
     Exactly one kind of source: a Hugging Face file (``hf_repo`` + ``hf_filename``, ideally pinned
     with ``hf_revision``) optionally backed by a ``url`` serving the same bytes, a ``url`` alone, or
-    a ``package_file`` shipped inside clipiq (a path relative to the ``clipiq`` package).
+    a ``package_file``: a path relative to the ``clipiq`` package, or to the installed Python package
+    named by ``python_package`` (its import name) when the file ships in a dependency.
     ``sha256=None`` is allowed but such a file is only used when the caller opts in.
     """
 
@@ -106,6 +108,7 @@ class HubFile:
     hf_revision: str | None = None
     url: str | None = None
     package_file: str | None = None
+    python_package: str | None = None
     size: int | None = None
     license: str = ""
     description: str = ""
@@ -129,15 +132,28 @@ class HubFile:
             scheme = urllib.parse.urlparse(self.url).scheme
             if scheme not in ("https", "http", "file"):
                 raise ValueError(f"{self.name}: url must be https, http or file, got {self.url!r}")
+        if self.python_package is not None:
+            if self.package_file is None:
+                raise ValueError(f"{self.name}: python_package needs package_file (the file's path inside it)")
+            if not all(part.isidentifier() for part in str(self.python_package).split(".")):
+                raise ValueError(
+                    f"{self.name}: python_package must be an import name like 'pkg.sub', got {self.python_package!r}"
+                )
         if self.package_file is not None:
             if has_hf or self.url is not None:
                 raise ValueError(f"{self.name}: package_file cannot be combined with hf_repo or url")
             if Path(self.package_file).is_absolute() or ".." in Path(self.package_file).parts:
                 raise ValueError(
-                    f"{self.name}: package_file must be relative to the {_PACKAGE} package, got {self.package_file!r}"
+                    f"{self.name}: package_file must be relative to the {self.package} package, "
+                    f"got {self.package_file!r}"
                 )
         elif not has_hf and self.url is None:
             raise ValueError(f"{self.name}: give a source (hf_repo + hf_filename, url, or package_file)")
+
+    @property
+    def package(self) -> str:
+        """The Python package a ``package_file`` is relative to: ``python_package``, else clipiq."""
+        return self.python_package or _PACKAGE
 
     @property
     def filename(self) -> str:
@@ -155,7 +171,7 @@ class HubFile:
             return f"https://huggingface.co/{self.hf_repo}/resolve/{self.hf_revision or 'main'}/{self.hf_filename}"
         if self.url:
             return self.url
-        return f"{_PACKAGE}/{self.package_file}"
+        return f"{self.package}/{self.package_file}"
 
     def replace(self, **changes: object) -> Self:
         """Return a copy with some fields changed (validated again)."""
@@ -232,12 +248,21 @@ def cache_path(record: HubFile) -> Path:
 
 
 def package_path(record: HubFile) -> Path:
-    """Path of a file shipped inside the clipiq package (it may be missing from a broken install)."""
+    """Path of a file shipped inside clipiq or another installed package (it may be missing from a broken
+    install); raises WeightsUnavailableError when that package is not installed."""
     if record.package_file is None:
         raise ValueError(f"{record.name}: not a package file (source {record.source})")
+    try:
+        root = resources.files(record.package)
+    except ModuleNotFoundError as exc:
+        raise WeightsUnavailableError(
+            f"{record.kind} {record.name!r} ships inside the Python package {record.package!r}, which is not "
+            f"installed ({exc}); install it, or pass a copy of "
+            f"{record.filename} with {record.local_copy_hint()}"
+        ) from exc
     # Packages installed as plain directories give real paths; zipped installs are not supported
     # because weights must be memory-mappable by safetensors/torch.
-    return Path(str(resources.files(_PACKAGE).joinpath(record.package_file)))
+    return Path(str(root.joinpath(record.package_file)))
 
 
 def local_path(record: HubFile) -> Path:
@@ -247,7 +272,10 @@ def local_path(record: HubFile) -> Path:
 
 def is_cached(record: HubFile) -> bool:
     """Whether the file is present locally (cache or package); says nothing about its checksum."""
-    return local_path(record).is_file()
+    try:
+        return local_path(record).is_file()
+    except WeightsUnavailableError:  # the package that would hold it is not installed
+        return False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -302,7 +330,7 @@ def _mismatch_advice(record: HubFile, path: Path, remedy: str | None = None) -> 
     )
     if remedy is None:
         remedy = (
-            f"Reinstall {_PACKAGE}" if record.package_file else "Delete it and retry the download"
+            f"Reinstall {record.package}" if record.package_file else "Delete it and retry the download"
         ) + f", or pass a trusted copy with {record.local_copy_hint()}"
     return (
         f"It is not the {record.name!r} file from {record.source} (corrupted, truncated or replaced) "
@@ -368,8 +396,8 @@ def resolve(
         return verify(record, path)
     if record.package_file:
         raise WeightsUnavailableError(
-            f"{record.kind} {record.name!r} should ship inside {_PACKAGE} at {path}, but the file is missing; "
-            f"reinstall {_PACKAGE}. {record.offline_alternatives()}".strip()
+            f"{record.kind} {record.name!r} should ship inside {record.package} at {path}, but the file is "
+            f"missing; reinstall {record.package}. {record.offline_alternatives()}".strip()
         )
     if _is_offline(offline):
         reason = "offline mode is on (offline=True or HF_HUB_OFFLINE=1), so nothing was downloaded"
@@ -382,7 +410,9 @@ def download(record: HubFile, *, allow_unverified: bool = False) -> Path:
     cached path. Always fetches: :func:`resolve` is the entry point that uses a cached copy first."""
     _require_sha256(record, allow_unverified)
     if record.package_file:
-        raise ValueError(f"{record.name}: ships inside {_PACKAGE} ({record.source}); there is nothing to download")
+        raise ValueError(
+            f"{record.name}: ships inside {record.package} ({record.source}); there is nothing to download"
+        )
     target = cache_path(record)
     sources: list[tuple[str, Callable[[HubFile, Path], None]]] = []
     if record.hf_repo:
