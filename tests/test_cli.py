@@ -79,8 +79,8 @@ def _load(p: Path) -> list[dict]:
     if p.suffix == ".csv":
         return _read_csv(p)
     if p.suffix == ".json":
-        return json.loads(p.read_text())
-    return [json.loads(line) for line in p.read_text().splitlines()]
+        return json.loads(p.read_text())["rows"]
+    return [r for r in map(json.loads, p.read_text().splitlines()) if "clipiq" not in r]  # the header record
 
 
 def test_torn_jsonl_line_is_rescored(images, tmp_path, capsys):
@@ -104,7 +104,8 @@ def test_score_rows_match_the_python_api(images, tmp_path):
                  "2", "--workers", "3", "--attributes", "sharpness"]) == 1
     rows = _load(out)
     assert sorted(r["path"] for r in rows) == sorted(str(p) for p in images.glob("*.png"))
-    assert all(set(r) == {"path", "score", "sharpness", "error", "metric", "model"} for r in rows if not r["error"])
+    assert all(set(r) == {"path", "score", "sharpness", "error", "metric", "model", "fingerprint"}
+               for r in rows if not r["error"])
     metric = create_metric("clipiqa", model="test-tiny", device="cpu", attributes="sharpness")
     for r in rows:
         if r["error"]:

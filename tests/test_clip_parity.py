@@ -220,3 +220,31 @@ def test_shape_mismatch_names_the_tensor(tmp_path, hf):
     m.save_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="does not fit architecture ViT-B-32|has shape"):
         clipiq.load_clip("ViT-B-32", weights=tmp_path, device="cpu")
+
+
+def test_weights_alone_load_the_architecture_they_hold(tmp_path):
+    """load_clip(weights=folder), no name: the file's own architecture, not a copy of the default model's."""
+    m = _hf_model(image_size=32, patch=8)
+    m.save_pretrained(tmp_path)
+    model, pre = clipiq.load_clip(weights=tmp_path, device="cpu")
+    assert (model.cfg.vision.width, model.cfg.vision.patch_size, model.cfg.vision.layers) == (48, 8, 2)
+    assert pre.image_size == 32
+    images, tokens = _inputs(32)
+    _check(model, *_reference(m, images, tokens), images, tokens)
+    # Named, the file must fit the name; the error says what the file holds.
+    for name in ("ViT-B-16", "ViT-B-32/openai"):
+        with pytest.raises(CheckpointError, match=r"does not fit architecture ViT-B-\d\d.*file holds a ViT model "
+                                                  r"\(width 48, patch 8, 2 layers\)"):
+            clipiq.load_clip(name, weights=tmp_path, device="cpu")
+
+
+def test_mismatch_names_a_known_architecture_the_file_resembles(tmp_path):
+    from clipiq.clip.config import get_architecture
+    from clipiq.clip.convert import save_clipiq_checkpoint
+    from clipiq.clip.model import build_model
+
+    tiny = build_model(get_architecture("test-tiny"), seed=0)
+    path = tmp_path / "tiny.safetensors"
+    save_clipiq_checkpoint(tiny.state_dict(), tiny.cfg, path)
+    with pytest.raises(CheckpointError, match=r"file holds a test-tiny-like model \(width 32, patch 16, 2 layers\)"):
+        clipiq.load_clip("ViT-B-32", weights=path, device="cpu")

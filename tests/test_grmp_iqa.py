@@ -316,8 +316,8 @@ def test_pretrain_and_finetune_commands(tmp_path, photos_dir, mcmaster_low_light
     half.tcfg["steps"] = 1
     half.fit()
     gp.run(cfg, tmp_path / "half", CPU, progress=False)
-    resumed = read_method_checkpoint(tmp_path / "half" / "last.pt").state
-    straight = read_method_checkpoint(pre_dir / "last.pt").state
+    resumed = read_method_checkpoint(tmp_path / "half" / "last.safetensors").state
+    straight = read_method_checkpoint(pre_dir / "last.safetensors").state
     for k in straight:
         torch.testing.assert_close(resumed[k], straight[k], msg=f"{k} differs after resume")
 

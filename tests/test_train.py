@@ -12,7 +12,7 @@ from clipiq.clip.vocabulary import CLEAN_TEXTS, describe
 from clipiq.core.config import ConfigError, apply_overrides, load_config
 from clipiq.train import degradation_clip as dc
 from clipiq.train import read_metrics
-from clipiq.train.engine import Trainer
+from clipiq.train.engine import Trainer, read_trainer_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "degradation-clip" / "tiny.yaml"
@@ -67,7 +67,7 @@ def test_resume_continues_exactly(tmp_path, photos_dir, tiny_pool):
     assert resumed.step == 12
     for (k, a), b in zip(straight.task.model.state_dict().items(), resumed.task.model.state_dict().values()):
         torch.testing.assert_close(a, b, msg=f"parameter {k} differs after resume")
-    ck = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    ck = read_trainer_checkpoint(tmp_path / "b" / "last.safetensors")
     assert ck["config"] == cfg and ck["payload"]["arch"]["name"] == "degradation-clip"
     # A different config in the same folder must not be silently resumed.
     with pytest.raises(ValueError, match="different config"):
@@ -126,13 +126,13 @@ def test_cli_train_with_overrides_after_options(tmp_path, photos_dir, capsys):
     rc = main(["train", "degradation-clip", "--config", str(TINY), "--run-dir", str(run_dir), "--device", "cpu",
                f"data.root={photos_dir}", "train.steps=4", "train.eval_every=4", "eval.photos=1", "data.pool_size=64"])
     assert rc == 0
-    assert (run_dir / "degradation-clip.safetensors").is_file() and (run_dir / "last.pt").is_file()
+    assert (run_dir / "degradation-clip.safetensors").is_file() and (run_dir / "last.safetensors").is_file()
     saved = (run_dir / "config.yaml").read_text()
     assert "steps: 4" in saved and "pool_size: 64" in saved
     # A checkpoint exports to the same weights as the end-of-run export.
     from safetensors import safe_open
 
-    sha = dc.export_checkpoint(run_dir / "last.pt", tmp_path / "from-ckpt.safetensors")
+    sha = dc.export_checkpoint(run_dir / "last.safetensors", tmp_path / "from-ckpt.safetensors")
     assert len(sha) == 64
     with safe_open(str(run_dir / "degradation-clip.safetensors"), "pt") as a, \
             safe_open(str(tmp_path / "from-ckpt.safetensors"), "pt") as b:

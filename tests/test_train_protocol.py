@@ -13,16 +13,24 @@ from torch import nn
 
 from clipiq.clip import load_clip, tokenize
 from clipiq.clip.prompts import DeepPrompts, TextPrompts, prompt_probabilities
+from clipiq.core.tensors import load_tensors, save_tensors
 from clipiq.data.labels import IQALabels, IQASample
 from clipiq.iqa.checkpoint import (
     CheckpointError,
     backbone_fingerprint,
     backbone_record,
     check_backbone,
+    payload,
     read_method_checkpoint,
     save_method_checkpoint,
 )
-from clipiq.train.engine import Trainer, load_trainable_state, trainable_state
+from clipiq.train.engine import (
+    Trainer,
+    load_trainable_state,
+    read_trainer_checkpoint,
+    save_trainer_checkpoint,
+    trainable_state,
+)
 from clipiq.train.protocol import normalised_targets, round_split, run_protocol
 
 
@@ -79,7 +87,7 @@ def test_early_stopping_stops_after_patience(tmp_path):
     # best at eval 2 (step 4), then 3 evaluations without improvement -> stop at step 10, before the 0.9
     assert out["stopped_early"] and out["steps"] == 10 and task.evals == 5
     assert out["best"] == pytest.approx(0.5)
-    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    best = read_trainer_checkpoint(tmp_path / "best.safetensors")
     assert best["step"] == 4
     # a rerun resumes the stopped run and does not train further
     again = Trainer(_ScriptedTask([0.1]), _cfg(patience=3), tmp_path, torch.device("cpu"), progress=False).fit()
@@ -118,6 +126,35 @@ def test_bad_optimizer_and_schedule_names(tmp_path):
         Trainer(_ScriptedTask([0.1]), _cfg(optimizer="lion"), tmp_path, torch.device("cpu"))
     with pytest.raises(ValueError, match="schedule"):
         Trainer(_ScriptedTask([0.1]), _cfg(schedule="step"), tmp_path, torch.device("cpu"))
+
+
+def test_trainer_checkpoints_are_safetensors_and_name_what_is_missing(tmp_path):
+    """last.safetensors: tensors (model, optimizer, torch RNG, payload) plus JSON metadata; gaps are named."""
+    cfg = _cfg(steps=4, optimizer="adamw", schedule="plateau")
+    Trainer(_ScriptedTask([0.1, 0.5]), cfg, tmp_path, torch.device("cpu"), progress=False).fit()
+    tensors, meta = load_tensors(tmp_path / "last.safetensors")
+    assert meta["format"] == "clipiq-trainer/1" and meta["step"] == 4 and len(meta["history"]) == 2
+    assert {"model.weight", "model.bias", "rng.torch", "payload.w", "optimizer.state.0.exp_avg"} <= set(tensors)
+    assert meta["optimizer"]["param_groups"][0]["betas"] == [0.9, 0.999] and meta["plateau"]["mode"] == "max"
+    assert isinstance(meta["rng"]["python"][1], list) and isinstance(meta["rng"]["numpy"][1], list)
+    last = tmp_path / "last.safetensors"
+    save_tensors(last, tensors, {k: v for k, v in meta.items() if k != "optimizer"})
+    with pytest.raises(CheckpointError, match=r"last\.safetensors: metadata lacks optimizer"):
+        Trainer(_ScriptedTask([0.1]), cfg, tmp_path, torch.device("cpu"), progress=False).fit()
+    save_tensors(last, {k: v for k, v in tensors.items() if k != "model.weight"}, meta)
+    with pytest.raises(CheckpointError, match=r"last\.safetensors: tensor 'model\.weight' is missing"):
+        Trainer(_ScriptedTask([0.1]), cfg, tmp_path, torch.device("cpu"), progress=False).fit()
+
+
+def test_method_checkpoint_read_from_a_trainer_file_names_a_missing_tensor(tmp_path):
+    pl = payload("toy", {"a": torch.ones(2), "b": torch.zeros(1)}, {"model": {}}, {"sha256": "x"})
+    best = save_trainer_checkpoint(tmp_path / "best.safetensors", {"step": 3, "payload": pl})
+    ck = read_method_checkpoint(best, "toy")
+    assert set(ck.state) == {"a", "b"} and ck.config == {"model": {}}
+    tensors, meta = load_tensors(best)
+    save_tensors(best, {k: v for k, v in tensors.items() if k != "payload.state.b"}, meta)
+    with pytest.raises(CheckpointError, match=r"best\.safetensors: tensor 'payload\.state\.b' is missing"):
+        read_method_checkpoint(best)
 
 
 def test_task_backward_hook_replaces_plain_backward(tmp_path):
@@ -205,7 +242,7 @@ def test_method_checkpoint_round_trip_and_refusals(tmp_path, tiny):
         read_method_checkpoint(tmp_path / "nope.safetensors")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable"):
+    with pytest.raises(CheckpointError, match="bad.safetensors is not a safetensors file"):
         read_method_checkpoint(bad)
 
 
@@ -297,8 +334,8 @@ def test_run_protocol_rounds_summary_and_resume(tmp_path):
     ck = read_method_checkpoint(summary["checkpoint"], "toy")
     assert set(ck.state) == {"a", "b"}
     # finished rounds keep their small checkpoint, not the trainer's resume files
-    assert not (tmp_path / "run" / "round00" / "last.pt").exists()
-    assert not (tmp_path / "run" / "round00" / "best.pt").exists()
+    assert not (tmp_path / "run" / "round00" / "last.safetensors").exists()
+    assert not (tmp_path / "run" / "round00" / "best.safetensors").exists()
     # a rerun reuses finished rounds instead of training again
     again = run_protocol(cfg, tmp_path / "run", torch.device("cpu"), build, progress=False, labels=labels)
     assert len(built) == 3 and again["srcc_mean"] == pytest.approx(summary["srcc_mean"])

@@ -13,8 +13,9 @@ import numpy as np
 from torch import Tensor
 from tqdm import tqdm
 
-from clipiq.cli.common import add_model_args, format_table, metric_options
-from clipiq.cli.results import result_row
+from clipiq.cli.common import add_model_args, format_table, make_restorer, metric_options
+from clipiq.cli.results import input_key, result_row
+from clipiq.core.files import atomic_write, csv_text
 from clipiq.core.registry import Registry
 from clipiq.data.io import list_images
 from clipiq.eval import correlation_report, psnr, ssim
@@ -80,6 +81,7 @@ def _labelled(args: argparse.Namespace) -> int:
     from clipiq.data.labels import read_labels
 
     labels = read_labels(args.labels, image_root=args.root, format=args.format)
+    _refuse_duplicates(args.labels, [s.path for s in labels])
     metric = create_metric(args.metric, model=args.model, weights=args.weights, device=args.device,
                            precision=args.precision, batch_size=args.batch_size, **metric_options(args))
     paths = [s.path for s in labels]
@@ -95,6 +97,7 @@ def _labelled(args: argparse.Namespace) -> int:
     failed = len(rows) - len(ok)
     for r in rows:
         r["label"] = target[r["path"]]
+    _report_failed([(r["path"], r["error"]) for r in rows if r.get("error")])
     if args.out:
         _write_csv(args.out, rows, ["path", "score", "label", "error"])
     if len(ok) < 3:
@@ -111,8 +114,8 @@ def _labelled(args: argparse.Namespace) -> int:
     print(f"{metric.name} on {args.labels} ({len(ok)} images, {failed} failed)")
     print(format_table(table, ["statistic", "value"]))
     if args.json:
-        args.json.write_text(json.dumps({"metric": metric.name, "labels": str(args.labels), "failed": failed, **d},
-                                        indent=1))
+        atomic_write(args.json, json.dumps({"metric": metric.name, "labels": str(args.labels), "failed": failed,
+                                            **d}, indent=1))
     return 1 if failed else 0
 
 
@@ -139,19 +142,17 @@ def _synthetic(args: argparse.Namespace) -> int:
     if args.out:
         result.to_csv(args.out)
     if args.json:
-        args.json.write_text(json.dumps({"metric": name, **result.as_dict()}, indent=1))
+        atomic_write(args.json, json.dumps({"metric": name, **result.as_dict()}, indent=1))
     return 0
 
 
 def _restoration(args: argparse.Namespace) -> int:
     """PSNR/SSIM on Y with the border crop, seconds and peak memory per megapixel, of one restorer on pairs."""
     from clipiq.data.paired import find_pairs
-    from clipiq.restore import create_restorer
     from clipiq.restore.evaluate import evaluate_restorer
 
     options = metric_options(args)
-    restorer = create_restorer(args.restore, weights=args.weights, device=args.device, precision=args.precision,
-                               **options)
+    restorer = make_restorer(args.restore, args.weights, args.device, args.precision, options)
     pairs = find_pairs(args.pairs, restorer.scale)
     with tqdm(total=len(pairs), desc=f"bench ({restorer.name})", unit="pair", disable=None, file=sys.stderr) as bar:
         report = evaluate_restorer(restorer, pairs, crop_border=args.crop_border, on_row=lambda _: bar.update(1))
@@ -160,23 +161,35 @@ def _restoration(args: argparse.Namespace) -> int:
           f"8-bit outputs, border {summary['crop_border']}; memory: {summary['memory']}")
     keys = ("psnr_y", "ssim_y", "seconds_per_mp", "peak_mib_per_mp", "peak_mib")
     print(format_table([{"statistic": k, "value": f"{summary[k]:.4f}"} for k in keys], ["statistic", "value"]))
-    for r in report.rows:
-        if r["error"]:
-            print(f"failed: {r['lq']}: {r['error']}", file=sys.stderr)
+    _report_failed([(r["lq"], r["error"]) for r in report.rows if r["error"]])
     if args.out:
         _write_csv(args.out, report.rows, ["lq", "gt", "psnr", "ssim", "megapixels", "seconds", "peak_mib", "error"])
     if args.json:
-        args.json.write_text(json.dumps({**summary, "pairs_dir": str(args.pairs)}, indent=1))
+        atomic_write(args.json, json.dumps({**summary, "pairs_dir": str(args.pairs)}, indent=1))
     if not report.ok_rows:
         raise RuntimeError(f"none of the {len(pairs)} pairs could be restored")
     return 1 if summary["failed"] else 0
 
 
 def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    import csv
+    """Per-image rows, formula-safe and replaced atomically (a concurrent or interrupted write never tears it)."""
+    atomic_write(path, csv_text(rows, columns))
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+
+def _refuse_duplicates(label_file: Path, paths: list[Path]) -> None:
+    """A label file listing one image twice is ambiguous (which label?): refuse it, naming the images."""
+    seen: dict[str, int] = {}
+    for p in paths:
+        key = input_key(p)
+        seen[key] = seen.get(key, 0) + 1
+    dups = [k for k, n in seen.items() if n > 1]
+    if dups:
+        shown = ", ".join(f"{k} ({seen[k]} rows)" for k in dups[:5]) + (f" and {len(dups) - 5} more"
+                                                                      if len(dups) > 5 else "")
+        raise ValueError(f"{label_file} lists {len(dups)} image(s) more than once: {shown}; keep one row per image")
+
+
+def _report_failed(failures: list[tuple[str, str]]) -> None:
+    """One stderr line per input that failed: its path and why."""
+    for path, error in failures:
+        print(f"failed: {path}: {error}", file=sys.stderr)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from clipiq.core.config import parse_value
+from clipiq.core.errors import ConfigError
 
 
 def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None) -> None:
@@ -24,8 +25,16 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
                    help="fp32 (default), bf16 (CPU or CUDA), fp16 (CUDA only)")
 
 
+# Namespace entries that are not flags a user could mean with --option KEY=VALUE.
+_NOT_FLAGS = {"func", "command", "verbose", "option", "paths"}
+
+
 def metric_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Options for create_metric from --attributes, --checkpoint, --patch-stride and --option KEY=VALUE."""
+    """Options for create_metric from --attributes, --checkpoint, --patch-stride and --option KEY=VALUE.
+
+    An --option without ``=``, with an empty key, or naming one of the command's own flags (``batch_size``:
+    use --batch-size) is a ConfigError, which the CLI reports as a usage error.
+    """
     opts: dict[str, Any] = {}
     if getattr(args, "attributes", ""):
         opts["attributes"] = args.attributes
@@ -33,12 +42,40 @@ def metric_options(args: argparse.Namespace) -> dict[str, Any]:
         opts["checkpoint"] = args.checkpoint
     if getattr(args, "patch_stride", None) is not None:
         opts["patch_stride"] = args.patch_stride
+    flags = set(vars(args)) - _NOT_FLAGS
     for item in getattr(args, "option", []) or []:
-        if "=" not in item:
-            raise ValueError(f"--option expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        opts[k.strip().replace("-", "_")] = parse_value(v)
+        k, eq, v = item.partition("=")
+        k = k.strip().replace("-", "_")
+        if not eq or not k:
+            raise ConfigError(f"--option expects KEY=VALUE, got {item!r}")
+        if k in flags:
+            raise ConfigError(f"--option {item!r}: {k} has its own flag, --{k.replace('_', '-')}")
+        opts[k] = parse_value(v)
     return opts
+
+
+def make_restorer(name: str, weights: str | None, device: str | None, precision: str,
+                  options: dict[str, Any]) -> Any:
+    """create_restorer for the CLI: an option value of the wrong type is a ConfigError naming it, not a traceback."""
+    from clipiq.restore import create_restorer
+
+    try:
+        return create_restorer(name, weights=weights, device=device, precision=precision, **options)
+    except TypeError as e:
+        # The options are the user's --option values: restorers check each and raise TypeError naming it.
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "none"
+        raise ConfigError(f"restorer {name}: {e} (options given: {given})") from e
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for a count that must be at least 1 (argparse reports anything else as a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:

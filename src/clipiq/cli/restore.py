@@ -28,9 +28,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from clipiq.cli.common import add_device_args, format_table, metric_options
+from clipiq.cli.common import add_device_args, format_table, make_restorer, metric_options, positive_int
+from clipiq.core.files import atomic_write, csv_cell, csv_uncell
 from clipiq.data.io import DEFAULT_MAX_PIXELS, list_images, save_image
-from clipiq.restore import RUN_OPTIONS, create_restorer, get_restorer_spec, list_restorers
+from clipiq.restore import RUN_OPTIONS, get_restorer_spec, list_restorers
 
 MANIFEST = "restore.json"
 LOG = "restore_log.csv"
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
     p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2)")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse images above this many pixels (default {DEFAULT_MAX_PIXELS})")
     p.set_defaults(func=run)
     p = sub.add_parser("restorers", help="list restoration methods")
@@ -112,19 +113,13 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _written(out_dir: Path) -> set[str]:
     """Outputs (relative to ``out_dir``) that the log lists as written by this tool."""
     log = out_dir / LOG
     if not log.is_file():
         return set()
     with log.open(encoding="utf-8", newline="") as f:
-        return {r["output"] for r in csv.DictReader(f) if r.get("status") == "ok" and r.get("output")}
+        return {csv_uncell(r["output"]) for r in csv.DictReader(f) if r.get("status") == "ok" and r.get("output")}
 
 
 def _save_new(image: Any, out: Path) -> None:
@@ -149,8 +144,8 @@ class _Log:
             self._csv.writeheader()
 
     def row(self, source: Path, output: str, error: str = "") -> None:
-        self._csv.writerow({"input": str(source), "output": output, "status": "failed" if error else "ok",
-                            "error": error})
+        row = {"input": str(source), "output": output, "status": "failed" if error else "ok", "error": error}
+        self._csv.writerow({k: csv_cell(v) for k, v in row.items()})
         self._fh.flush()
 
     def close(self) -> None:
@@ -179,10 +174,8 @@ def run(args: argparse.Namespace) -> int:
     if stored is not None and stored != record:
         raise ValueError(f"{out_dir} holds images restored with {json.dumps(stored)}; use another output folder "
                          f"for {json.dumps(record)}")
-    restorer = create_restorer(spec.name, weights=args.weights, device=args.device, precision=args.precision,
-                               **options)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(out_dir / MANIFEST, record)
+    restorer = make_restorer(spec.name, args.weights, args.device, args.precision, options)
+    atomic_write(out_dir / MANIFEST, json.dumps(record, indent=1) + "\n")
 
     written = _written(out_dir)
     todo: list[tuple[Path, Path]] = []

@@ -1,102 +1,367 @@
-"""Result files for batch scoring: written as rows finish, read back to resume."""
+"""Result files for batch scoring: written as rows finish, read back to resume, never lost or mixed.
+
+A result file records what produced its rows. The *record* (tool, format version, metric, model with its
+weights' sha256, precision, options, output names) hashes to a short *fingerprint*, which every row
+carries in its ``fingerprint`` column. Where the full record lives:
+
+- ``.csv``: a plain CSV (header row, then rows); the record is the sidecar ``<file>.clipiq.json``.
+- ``.jsonl``: the first line is ``{"clipiq": record}``, then one row object per line.
+- ``.json``: ``{"clipiq": record, "rows": [...]}``.
+
+Guarantees: while a run writes a file it holds ``<file>.lock`` (a second run is refused); an existing
+non-empty file without clipiq's header or fingerprints is never overwritten; a rerun whose record differs
+from the file's is refused, naming what differs; files are replaced only through fresh temporary files,
+fsynced; CSV cells cannot run as spreadsheet formulas (see :func:`clipiq.core.files.csv_cell`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
+import hashlib
+import io
 import json
 import logging
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from clipiq.core.errors import ClipIQError
+from clipiq.core.files import (
+    atomic_write,
+    commit_temp,
+    csv_cell,
+    csv_uncell,
+    discard_temp,
+    exclusive_lock,
+    open_temp,
+)
 from clipiq.data.runner import RunResult
 
 log = logging.getLogger(__name__)
 
 FORMATS = (".csv", ".jsonl", ".json")
+#: Bump when the meaning of a row changes, so files from before are not resumed as if they were the same.
+FORMAT_VERSION = 1
+HEADER_KEY = "clipiq"
+FINGERPRINT = "fingerprint"
+SIDECAR_SUFFIX = ".clipiq.json"
+LOCK_SUFFIX = ".lock"
+
+
+class ResultFileError(ClipIQError, ValueError):
+    """An output file that this run must not write: not clipiq's, unreadable, or from other settings."""
 
 
 def _fmt(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
-        raise ValueError(f"output file {path} must end in .csv, .jsonl or .json (got {suffix or 'no suffix'!r})")
+        raise ResultFileError(f"output file {path} must end in .csv, .jsonl or .json "
+                              f"(got {suffix or 'no suffix'!r})")
     return suffix
 
 
-def read_results(path: Path) -> list[dict[str, Any]]:
-    """Rows already in an output file (empty when it does not exist); tolerates a torn last line."""
-    if not path.exists():
-        return []
-    fmt = _fmt(path)
-    text = path.read_text(encoding="utf-8")
-    if fmt == ".csv":
-        return list(csv.DictReader(text.splitlines()))
-    if fmt == ".json":
-        try:
-            data = json.loads(text) if text.strip() else []
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: existing output is not valid JSON ({e}); move it away to start over") from None
-        return data if isinstance(data, list) else []
-    rows = []
-    for i, line in enumerate(text.splitlines()):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            # An interrupted run can leave half a line; that image is simply scored again.
-            log.warning("%s: ignoring unreadable line %d", path, i + 1)
-    return rows
+def input_key(path: str | os.PathLike) -> str:
+    """The identity of an input file: its absolute path with symlinks resolved (``a.png`` is ``./a.png``)."""
+    return str(Path(path).resolve())
+
+
+def unique_inputs(paths: Iterable[Path]) -> list[Path]:
+    """Inputs with later spellings of the same file dropped (the first spelling is the one written)."""
+    seen: set[str] = set()
+    out = []
+    for p in paths:
+        key = input_key(p)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def run_record(metric: Any, precision: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """What produced a run's scores, with its ``fingerprint`` (a hash of everything else in the record).
+
+    The model is the metric's ``model_id`` (trained metrics: backbone plus checkpoint name and hash) or the
+    loaded weights' name; ``weights_sha256`` tells a local copy from the registry's file of the same name;
+    ``architecture`` is the backbone's config (activation, sizes, preprocessing).
+    Options that change how fast, not what, (batch size, workers) are not part of it.
+    """
+    clip = getattr(metric, "clip", None)
+    model = getattr(metric, "model_id", None) or getattr(clip, "weights_name", None) or ""
+    # A trained metric's model_id already holds its checkpoint's hash; its path is not what scored.
+    opts = {k: v for k, v in sorted(options.items()) if not (k == "checkpoint" and getattr(metric, "model_id", None))}
+    # The architecture too: a random backbone has no weights file, and one file can load as gelu or quick_gelu.
+    cfg = getattr(clip, "cfg", None)
+    arch = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type) else None
+    record = {"tool": "clipiq score", "format": FORMAT_VERSION, "metric": metric.name, "model": model,
+              "weights_sha256": getattr(clip, "weights_sha256", None), "architecture": arch,
+              "precision": precision, "options": opts, "outputs": list(metric.output_names)}
+    record = json.loads(json.dumps(record, default=str))  # what a file gives back: lists, not tuples
+    return {**record, FINGERPRINT: _digest(record)}
+
+
+def _digest(record: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in record.items() if k != FINGERPRINT}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def result_row(result: RunResult, base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The row of one scored input: path, each output (rounded to 6 places), error ("" when scored), and ``base``."""
+    """The row of one input: path, outputs (rounded to 6 places), error ("" when scored), note, and ``base``.
+
+    A score that is NaN or infinite is an error row ("non-finite score"), never a result.
+    """
     row = {**(base or {}), "path": result.source, "error": result.error or ""}
     if result.ok:
-        row.update({k: round(float(v), 6) for k, v in result.output.items()})
+        values = {k: float(v) for k, v in result.output.items()}
+        bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            row["error"] = f"non-finite score ({', '.join(bad)})"
+        else:
+            row.update({k: round(v, 6) for k, v in values.items()})
+    note = getattr(result, "note", None)
+    if note:
+        row["note"] = note
     return row
 
 
-def completed_paths(rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Paths whose rows hold a score and no error."""
-    done = set()
-    for r in rows:
-        score, err = r.get("score"), r.get("error")
-        if score not in (None, "") and not err:
-            done.add(str(r.get("path")))
-    return done
+def is_scored(row: Mapping[str, Any]) -> bool:
+    """Whether a row holds a finite score and no error."""
+    if row.get("error"):
+        return False
+    try:
+        return math.isfinite(float(row.get("score")))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def _record_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    def flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if isinstance(v, Mapping):
+                out.update(flat(v, f"{prefix}{k}."))
+            elif k != FINGERPRINT:
+                out[prefix + k] = v
+        return out
+
+    a, b = flat(old), flat(new)
+
+    def show(v: Any) -> str:
+        return "(not set)" if v is None else json.dumps(v) if isinstance(v, list | dict) else str(v)
+
+    return [f"{k}: {show(a.get(k))} in the file, {show(b.get(k))} now" for k in sorted({*a, *b})
+            if a.get(k) != b.get(k)]
+
+
+def _read_csv(path: Path, text: str) -> tuple[list[dict[str, Any]], bool]:
+    """Rows of a clipiq CSV (cells un-escaped) and whether a torn last record was dropped."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    records: list[list[str]] = []
+    torn = False
+    try:
+        records.extend(reader)
+    except csv.Error as e:
+        # clipiq writes whole records, each ending in a newline: only the very end can be cut off.
+        if str(e) != "unexpected end of data":
+            raise ResultFileError(f"{path}: line {reader.line_num} is not well-formed CSV ({e}); "
+                                  "move the file away to start over") from None
+        torn = True
+    if records and not torn and not text.endswith(("\n", "\r")):
+        # An unterminated last record is a write cut short, even where it splits into every column.
+        records.pop()
+        torn = True
+    if not records or FINGERPRINT not in records[0]:
+        raise ResultFileError(f"{path} exists and was not written by clipiq score (no {FINGERPRINT!r} "
+                              "column); not overwritten: move it away or choose another output file")
+    header = [csv_uncell(c) for c in records[0]]
+    rows = []
+    for n, rec in enumerate(records[1:], start=2):
+        if len(rec) != len(header):
+            raise ResultFileError(f"{path}: record {n} has {len(rec)} cells, the header {len(header)}; "
+                                  "the file was edited or mixed: move it away to start over")
+        rows.append({k: csv_uncell(v) for k, v in zip(header, rec)})
+    return rows, torn
+
+
+def _read_jsonl(path: Path, text: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]], bool]:
+    lines = text.splitlines(keepends=True)  # JSON escapes newlines inside strings: one line is one record
+    torn = False
+    header, rows = None, []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            if header is None:
+                break  # no clipiq header: not clipiq's file
+            if i == len(lines) - 1 and not line.endswith("\n"):
+                torn = True  # an interrupted run's half line: that image is simply scored again
+                continue
+            raise ResultFileError(f"{path}: line {i + 1} is not JSON; the file was edited or is not clipiq's: "
+                                  "move it away to start over") from None
+        if header is None:
+            if not (isinstance(obj, dict) and isinstance(obj.get(HEADER_KEY), dict)):
+                break
+            header = obj[HEADER_KEY]
+        elif isinstance(obj, dict):
+            rows.append(obj)
+        else:
+            raise ResultFileError(f"{path}: line {i + 1} is not a row object; move the file away to start over")
+    return header, rows, torn
+
+
+def read_results(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The record and rows of an existing output file; ``(None, [])`` when it is absent or empty.
+
+    Tolerates a torn last row (an interrupted run); refuses, with ResultFileError, any other non-empty
+    file that clipiq did not write.
+    """
+    fmt = _fmt(path)
+    if path.is_symlink():
+        raise ResultFileError(f"output file {path} is a symbolic link; give the file it points to, or another name")
+    if not path.exists():
+        return None, []
+    if not path.is_file():
+        raise ResultFileError(f"output {path} exists and is not a file; give a file name")
+    # Paths that are not UTF-8 (possible on POSIX) were written as surrogate escapes and come back the same.
+    text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    if not text.strip():
+        return None, []
+    foreign = ResultFileError(f"{path} exists and was not written by clipiq score (no clipiq header); not "
+                              "overwritten: move it away or choose another output file")
+    torn = False
+    if fmt == ".csv":
+        rows, torn = _read_csv(path, text)
+        record = _read_sidecar(path)
+    elif fmt == ".jsonl":
+        record, rows, torn = _read_jsonl(path, text)
+        if record is None:
+            raise foreign
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ResultFileError(f"{path}: existing output is not valid JSON ({e}); move it away to start "
+                                  "over") from None
+        if not (isinstance(data, dict) and isinstance(data.get(HEADER_KEY), dict)
+                and isinstance(data.get("rows"), list)):
+            raise foreign
+        record, rows = data[HEADER_KEY], data["rows"]
+        if not all(isinstance(r, dict) for r in rows):
+            raise ResultFileError(f"{path}: 'rows' holds something other than row objects; move the file away "
+                                  "to start over")
+    if torn:
+        log.warning("%s: ignoring a torn last row (an interrupted run); that input is scored again", path)
+    if any(not r.get(FINGERPRINT) for r in rows):
+        raise ResultFileError(f"{path} holds rows without a {FINGERPRINT}: it was not written by this version "
+                              "of clipiq score; move it away or choose another output file")
+    return record, rows
+
+
+def sidecar_path(path: Path) -> Path:
+    """Where a CSV's record lives: ``scores.csv`` -> ``scores.csv.clipiq.json``."""
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def lock_path(path: Path) -> Path:
+    """The lock a run holds while it writes ``path``: ``scores.csv`` -> ``scores.csv.lock``."""
+    return path.with_name(path.name + LOCK_SUFFIX)
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    side = sidecar_path(path)
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    record = data.get(HEADER_KEY) if isinstance(data, dict) else None
+    return record if isinstance(record, dict) else None
+
+
+def check_record(path: Path, stored: Mapping[str, Any] | None, rows: Sequence[Mapping[str, Any]],
+                 record: Mapping[str, Any]) -> None:
+    """Refuse to add this run's rows (``record``) to a file whose rows were produced otherwise, naming what differs."""
+    theirs = sorted({str(r.get(FINGERPRINT)) for r in rows} - {record[FINGERPRINT]})
+    if not theirs:
+        return
+    if stored is not None and stored.get(FINGERPRINT) == theirs[0] and len(theirs) == 1:
+        what = "; ".join(_record_diff(stored, record)) or "their fingerprints"
+    else:
+        # The full record is gone (a CSV without its sidecar): only the fingerprints can be compared.
+        what = f"fingerprint {', '.join(theirs)} in the file, {record[FINGERPRINT]} now"
+    raise ResultFileError(f"{path} already holds scores made with other settings ({what}); use another output "
+                          f"file for these scores, or rerun with the file's settings")
 
 
 class ResultWriter:
-    """Appends rows as they finish (CSV, JSON lines) or rewrites atomically (JSON)."""
+    """One output file for one run: locked, checked, then appended as rows finish (JSON: rewritten).
 
-    def __init__(self, path: Path, columns: Sequence[str], previous: Sequence[dict[str, Any]] = ()):
+    Creating it takes ``<file>.lock`` and reads the file, refusing one that clipiq did not write;
+    :meth:`begin` checks this run's record against the file's and rewrites it without the rows to retry.
+    Use it as a context manager (or call :meth:`close`) to release the lock.
+    """
+
+    def __init__(self, path: Path):
         self.path = path
         self.fmt = _fmt(path)
-        self.columns = list(columns)
-        # Failed rows from an earlier run are dropped: those images are retried now.
-        self.rows = [r for r in previous if str(r.get("path")) in completed_paths([r])]
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict[str, Any]] = []
+        self.columns: list[str] = []
+        self.record: dict[str, Any] = {}
+        self._fh: IO[str] | None = None
+        self._csv: csv.DictWriter | None = None
+        self._lock = contextlib.ExitStack()
+        self._lock.enter_context(exclusive_lock(lock_path(path), str(path)))
+        try:
+            self.stored, self.previous = read_results(path)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def __enter__(self) -> ResultWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def begin(self, record: dict[str, Any], columns: Sequence[str], inputs: Iterable[str]) -> set[str]:
+        """Check ``record`` against the file, rewrite it with what stays, and return the keys already scored.
+
+        Scored rows stay; failed rows of this run's inputs (``inputs``: :func:`input_key` values) go, as
+        those inputs are tried again; failed rows of other inputs stay as they are.
+        """
+        check_record(self.path, self.stored, self.previous, record)
+        retry = set(inputs)
+        self.record, self.columns = dict(record), list(columns)
+        self.rows = [r for r in self.previous if is_scored(r) or input_key(str(r.get("path"))) not in retry]
+        if self.fmt == ".csv":
+            # The record first: a CSV whose rows carry a fingerprint always has the record beside it.
+            atomic_write(sidecar_path(self.path), json.dumps({HEADER_KEY: self.record}, indent=1) + "\n")
         if self.fmt == ".json":
             self._rewrite_json()
         else:
             self._rewrite_lines()
+        return {input_key(str(r.get("path"))) for r in self.rows if is_scored(r)}
 
     def _rewrite_lines(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8", newline="") as f:
+        fh = open_temp(self.path)
+        try:
             if self.fmt == ".csv":
-                w = csv.DictWriter(f, fieldnames=self._fieldnames(), extrasaction="ignore")
-                w.writeheader()
-                w.writerows(self.rows)
+                self._csv = csv.DictWriter(fh, fieldnames=self._fieldnames(), extrasaction="ignore")
+                self._csv.writeheader()
+                self._csv.writerows(map(_escaped, self.rows))
             else:
-                for r in self.rows:
-                    f.write(json.dumps(r) + "\n")
-        os.replace(tmp, self.path)
-        self._fh = self.path.open("a", encoding="utf-8", newline="")
-        if self.fmt == ".csv":
-            self._csv = csv.DictWriter(self._fh, fieldnames=self._fieldnames(), extrasaction="ignore")
+                fh.write(json.dumps({HEADER_KEY: self.record}) + "\n")
+                fh.writelines(json.dumps(r) + "\n" for r in self.rows)
+            # The handle stays open on the published file: rows are appended to what was just written.
+            commit_temp(fh, self.path)
+        except BaseException:
+            discard_temp(fh)
+            raise
+        self._fh = fh
 
     def _fieldnames(self) -> list[str]:
         names = list(self.columns)
@@ -105,25 +370,49 @@ class ResultWriter:
         return names
 
     def _rewrite_json(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.rows, indent=1), encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps({HEADER_KEY: self.record, "rows": self.rows}, indent=1))
 
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Persist finished rows now (flushed to disk)."""
+        """Persist finished rows now (fsynced), each with this run's fingerprint."""
+        rows = [{**r, FINGERPRINT: self.record[FINGERPRINT]} for r in rows]
         self.rows.extend(rows)
         if self.fmt == ".json":
             self._rewrite_json()
             return
-        for r in rows:
-            if self.fmt == ".csv":
-                self._csv.writerow(r)
-            else:
-                self._fh.write(json.dumps(r) + "\n")
+        assert self._fh is not None, "begin() first"
+        if self._csv is not None:
+            self._csv.writerows(map(_escaped, rows))
+        else:
+            self._fh.writelines(json.dumps(r) + "\n" for r in rows)
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
     def close(self) -> None:
-        """Close the file handle."""
-        if self.fmt != ".json":
-            self._fh.close()
+        """Close the file and release the lock."""
+        try:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+        finally:
+            self._lock.close()
+
+
+def _escaped(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: csv_cell(v) for k, v in row.items()}
+
+
+__all__ = [
+    "FINGERPRINT",
+    "FORMATS",
+    "ResultFileError",
+    "ResultWriter",
+    "check_record",
+    "input_key",
+    "is_scored",
+    "lock_path",
+    "read_results",
+    "result_row",
+    "run_record",
+    "sidecar_path",
+    "unique_inputs",
+]

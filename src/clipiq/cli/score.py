@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import time
@@ -11,8 +12,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from clipiq.cli.common import add_model_args, format_table, metric_options
-from clipiq.cli.results import ResultWriter, completed_paths, read_results, result_row
+from clipiq.cli.common import add_model_args, format_table, metric_options, positive_int
+from clipiq.cli.results import FINGERPRINT, ResultWriter, input_key, result_row, run_record, unique_inputs
 from clipiq.data.io import DEFAULT_MAX_PIXELS, list_images
 from clipiq.iqa import create_metric
 
@@ -32,10 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2)")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse images above this many pixels (default {DEFAULT_MAX_PIXELS})")
-    p.add_argument("-o", "--output", type=Path, help="write rows to .csv/.jsonl/.json as they finish; "
-                   "a rerun with the same file skips what is already scored")
+    p.add_argument("-o", "--output", type=Path, help="write rows to .csv/.jsonl/.json as they finish; a rerun "
+                   "with the same file and settings skips what is already scored (other settings are refused)")
     p.add_argument("--attributes", default="", help="clipiqa: extra attribute outputs, comma list or 'all'")
     p.add_argument("--checkpoint", help="trained checkpoint, for metrics that need one")
     p.add_argument("--patch-stride", type=int, default=None,
@@ -46,34 +47,35 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Score everything; exit 0 when all were scored, 1 when some failed."""
+    """Score everything; exit 0 when all were scored, 1 when some failed (or scored NaN/inf), 2 for usage errors."""
     options = metric_options(args)
     if args.batch_size < 1 or args.workers < 1:
         raise ValueError("--batch-size and --workers must be at least 1")
-    paths = list(list_images(args.paths, recursive=args.recursive))
+    # One file named two ways (img.png, ./img.png, its absolute path) is one input, scored once.
+    paths = unique_inputs(list_images(args.paths, recursive=args.recursive))
     if not paths:
         print("no images found in: " + " ".join(map(str, args.paths)), file=sys.stderr)
         return 1
+    # Taken before the model loads: a locked or foreign output file fails at once.
+    with ResultWriter(args.output) if args.output else contextlib.nullcontext() as writer:
+        return _score(args, options, paths, writer)
+
+
+def _score(args: argparse.Namespace, options: dict[str, Any], paths: list[Path], writer: ResultWriter | None) -> int:
     metric = create_metric(args.metric, model=args.model, weights=args.weights, device=args.device,
                            precision=args.precision, batch_size=args.batch_size, **options)
-    model_name = getattr(getattr(metric, "clip", None), "weights_name", None) or args.model or ""
+    record = run_record(metric, args.precision, options)
     random_weights = bool(getattr(getattr(metric, "clip", None), "cfg", None) and metric.clip.cfg.random)
-    # A trained checkpoint is part of what produced a score, so resuming with another one is refused.
-    base = {"metric": metric.name, "model": getattr(metric, "model_id", None) or args.model or ""}
-    columns = ["path", *metric.output_names, "error", "metric", "model"]
+    base = {"metric": record["metric"], "model": record["model"]}
+    columns = ["path", *metric.output_names, "error", "note", "metric", "model", FINGERPRINT]
 
-    previous = read_results(args.output) if args.output else []
-    others = {(r.get("metric"), r.get("model")) for r in previous} - {(base["metric"], base["model"])}
-    if others:
-        raise ValueError(f"{args.output} already holds scores from {sorted(others)}; "
-                         f"use another output file for metric {base['metric']} with model {base['model']}")
-    done = completed_paths(previous)
-    todo = [p for p in paths if str(p) not in done]
-    if done:
-        print(f"resuming: {len(paths) - len(todo)} of {len(paths)} images already scored in {args.output}",
-              file=sys.stderr)
-    writer = ResultWriter(args.output, columns, previous) if args.output else None
-    rows: list[dict[str, Any]] = [r for r in previous if str(r.get("path")) in done]
+    keys = [input_key(p) for p in paths]
+    done = writer.begin(record, columns, keys) if writer else set()
+    todo = [p for p, k in zip(paths, keys) if k not in done]
+    already = len(paths) - len(todo)
+    if already:
+        print(f"resuming: {already} of {len(paths)} images already scored in {args.output}", file=sys.stderr)
+    rows: list[dict[str, Any]] = []
     failed = 0
     t0 = last_write = time.perf_counter()
     unwritten: list[dict[str, Any]] = []
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         for result in metric.iter_results(todo, batch_size=args.batch_size, workers=args.workers,
                                           max_pixels=args.max_pixels):
             row = result_row(result, base)
-            failed += not result.ok
+            failed += bool(row["error"])
             rows.append(row)
             unwritten.append(row)
             bar.update(1)
@@ -92,19 +94,19 @@ def run(args: argparse.Namespace) -> int:
                 unwritten, last_write = [], time.perf_counter()
     finally:
         bar.close()
-        if writer:
-            if unwritten:
-                writer.write(unwritten)
-            writer.close()
+        if writer and unwritten:
+            writer.write(unwritten)
     dt = time.perf_counter() - t0
     if not args.output:
         order = {str(p): i for i, p in enumerate(paths)}
         rows.sort(key=lambda r: order.get(str(r.get("path")), len(order)))
-        print(format_table(rows, columns[: len(metric.output_names) + 2]))
+        shown = ["path", *metric.output_names, "error"] + (["note"] if any(r.get("note") for r in rows) else [])
+        print(format_table(rows, shown))
     if random_weights:
-        print(f"NOTE: these scores come from {model_name}: RANDOM weights, so they mean nothing "
+        print(f"NOTE: these scores come from {metric.clip.weights_name}: RANDOM weights, so they mean nothing "
               "(for tests and smoke runs only).")
-    scored = sum(1 for r in rows if not r.get("error"))
+    # This run's inputs only: rows of other inputs already in the file are not counted.
+    scored = already + sum(1 for r in rows if not r["error"])
     speed = f", {len(todo) / dt:.1f} img/s" if todo and dt > 0 else ""
     print(f"scored {scored}/{len(paths)} images, {failed} failed{speed}"
           + (f"; results in {args.output}" if args.output else ""), file=sys.stderr)

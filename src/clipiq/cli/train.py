@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` subcommand."""
     p = sub.add_parser("train", help="train a model from a YAML config (auto-resumes)",
                        description="Train from a config plus seed; key=value arguments override config keys "
-                       "(nested with dots, e.g. train.steps=100). A run directory with last.pt is resumed.")
+                       "(nested with dots, e.g. train.steps=100). A run directory with last.safetensors is resumed.")
     p.add_argument("task", choices=TRAINING_TASKS.names(), help="what to train")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--config", type=Path, help="YAML experiment config")

@@ -3,16 +3,25 @@
 Layouts: OpenAI ``.pt`` (TorchScript archive or plain state dict), open_clip state dicts (same key
 names as OpenAI's), Hugging Face transformers ``CLIPModel`` folders (config.json plus safetensors or
 bin), and clipiq's own safetensors (architecture in the file's metadata).
+
+Nothing read here runs code: plain ``.pt``/``.bin`` files go through ``torch.load(weights_only=True)``, and
+TorchScript archives are read as data by :class:`_ArchiveUnpickler` instead of ``torch.jit.load`` (which
+would run the archive's TorchScript code).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import pickle
 import re
+import sys
 import zipfile
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -99,6 +108,136 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
 
 
+_STORAGE_DTYPES = {
+    "FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
+    "DoubleStorage": torch.float64, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
+}
+_TYPED_LISTS = ("build_intlist", "build_doublelist", "build_boollist", "build_tensorlist")
+_CONVERT_HINT = (
+    "If you trust the file, convert it once in a trusted environment: `import torch; from safetensors.torch "
+    "import save_file; save_file(torch.jit.load(PATH, map_location='cpu').state_dict(), 'weights.safetensors')`, "
+    "then pass the .safetensors file"
+)
+
+
+class _StorageType:
+    """What ``torch.FloatStorage`` and its kin unpickle to: only the element type."""
+
+    __slots__ = ("dtype",)
+
+    def __init__(self, dtype: torch.dtype):
+        self.dtype = dtype
+
+
+class _ScriptObject:
+    """Stands in for a TorchScript module or class: records the state the archive holds, runs none of its code."""
+
+    def __init__(self, *args: object):
+        self.state: object = None
+
+    def __setstate__(self, state: object) -> None:
+        self.state = state
+
+
+class _ArchiveUnpickler(pickle.Unpickler):
+    """Rebuilds a TorchScript archive's ``data.pkl`` from tensors, containers and inert module stubs only.
+
+    ``find_class`` admits the tensor rebuild function, storage types, ``OrderedDict`` and TorchScript's typed
+    list helpers (all answered by code here, not torch's); ``__torch__.*`` classes become a stub that keeps
+    its state; anything else is refused. Storages are read from the archive's ``data/`` entries.
+    """
+
+    def __init__(self, archive: zipfile.ZipFile, prefix: str, source: str):
+        super().__init__(io.BytesIO(archive.read(prefix + "data.pkl")))
+        self.archive, self.prefix, self.source = archive, prefix, source
+        self.storages: dict[str, Tensor] = {}
+        # A fresh stub class per file: whatever one pickle sets on it ends with that pickle.
+        self.stub = type("ScriptObject", (_ScriptObject,), {})
+
+    def find_class(self, module: str, name: str) -> Any:
+        """The few names a TorchScript weights pickle needs; a CheckpointError for any other."""
+        if module == "__torch__" or module.startswith("__torch__."):
+            return self.stub
+        if module == "torch._utils" and name == "_rebuild_tensor_v2":
+            return self.rebuild_tensor
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(_STORAGE_DTYPES[name])
+        if module == "collections" and name == "OrderedDict":
+            return OrderedDict
+        if module == "torch.jit._pickle" and name in _TYPED_LISTS:
+            return list
+        if module == "torch.jit._pickle" and name == "restore_type_tag":
+            return self.restore_type_tag
+        raise CheckpointError(
+            f"{self.source}: the TorchScript archive's pickle refers to {module}.{name}, which a weights file "
+            f"does not need; clipiq reads TorchScript archives as data and never runs them. {_CONVERT_HINT}")
+
+    def persistent_load(self, pid: Any) -> Tensor:
+        """A storage ``('storage', type, key, location, numel)``, read from ``data/<key>`` as a flat tensor."""
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str) and isinstance(pid[4], int)):
+            raise CheckpointError(f"{self.source}: unexpected persistent id {pid!r} in the TorchScript archive")
+        _, kind, key, _, numel = pid
+        if key not in self.storages:
+            raw = bytearray(self.archive.read(f"{self.prefix}data/{key}"))
+            flat = torch.frombuffer(raw, dtype=kind.dtype) if raw else torch.empty(0, dtype=kind.dtype)
+            if flat.numel() < numel:
+                raise CheckpointError(f"{self.source}: storage data/{key} holds {flat.numel()} values, "
+                                      f"the pickle says {numel}")
+            self.storages[key] = flat
+        return self.storages[key]
+
+    def rebuild_tensor(self, storage: Tensor, offset: int, size: tuple, stride: tuple, *_: object) -> Tensor:
+        """A view of a storage (torch's ``_rebuild_tensor_v2``; gradients and hooks do not matter here)."""
+        if not (any(storage is s for s in self.storages.values()) and isinstance(offset, int)
+                and all(isinstance(v, int) for v in (*size, *stride))):
+            raise CheckpointError(f"{self.source}: malformed tensor in the TorchScript archive")
+        return storage.as_strided(tuple(size), tuple(stride), offset)
+
+    @staticmethod
+    def restore_type_tag(value: object, _type: str) -> object:
+        """TorchScript tags typed lists and dicts with their type; the value is all that matters here."""
+        return value
+
+
+def _script_tensors(obj: object, prefix: str, out: StateDict, seen: set[int]) -> None:
+    """Collect the tensors of a rebuilt module tree under their attribute paths (``visual.conv1.weight``)."""
+    if isinstance(obj, Tensor):
+        out[prefix[:-1]] = obj
+    elif isinstance(obj, _ScriptObject) and isinstance(obj.state, Mapping) and id(obj) not in seen:
+        seen.add(id(obj))  # a pickle can make cycles; a module tree has none
+        for k, v in obj.state.items():
+            _script_tensors(v, f"{prefix}{k}.", out, seen)
+
+
+def read_torchscript(path: str | Path) -> StateDict:
+    """The tensors of a TorchScript archive by attribute path, read as data (its code never runs)."""
+    p = Path(path)
+    with zipfile.ZipFile(p) as z:
+        names = z.namelist()
+        pkl = [n for n in names if n == "data.pkl" or (n.endswith("/data.pkl") and n.count("/") == 1)]
+        if not pkl:
+            raise CheckpointError(f"{p}: a TorchScript archive without data.pkl")
+        prefix = pkl[0][: -len("data.pkl")]
+        if prefix + "byteorder" in names:
+            order = z.read(prefix + "byteorder").decode(errors="replace").strip()
+            if order != sys.byteorder:
+                raise CheckpointError(f"{p}: archive written {order}-endian, this machine is {sys.byteorder}-endian")
+        try:
+            root = _ArchiveUnpickler(z, prefix, str(p)).load()
+        except CheckpointError:
+            raise
+        except Exception as e:
+            raise CheckpointError(f"{p}: the TorchScript archive could not be read as data "
+                                  f"({type(e).__name__}: {e}). {_CONVERT_HINT}") from None
+    out: StateDict = {}
+    _script_tensors(root, "", out, set())
+    if not out:
+        raise CheckpointError(f"{p}: the TorchScript archive holds no module tensors. {_CONVERT_HINT}")
+    return out
+
+
 def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
     """Read tensors and metadata from a file or Hugging Face folder (no model is built)."""
     p = Path(path)
@@ -126,7 +265,7 @@ def read_checkpoint(path: str | Path) -> tuple[StateDict, dict]:
                 return {k: f.get_tensor(k) for k in f.keys()}, meta  # noqa: SIM118
         if _is_torchscript(p):
             # OpenAI's released .pt files are TorchScript archives.
-            return _unwrap(torch.jit.load(str(p), map_location="cpu").state_dict(), str(p)), {"torchscript": True}
+            return read_torchscript(p), {"torchscript": True}
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except CheckpointError:
         raise

@@ -10,6 +10,7 @@ import torch
 from clipiq.clip import weights as wreg
 from clipiq.clip.config import ARCHITECTURES, CLIPConfig, PreprocessConfig, get_architecture
 from clipiq.clip.convert import infer_config, read_checkpoint, to_internal
+from clipiq.clip.efficientnet import load_lite0
 from clipiq.clip.model import CLIP, build_model
 from clipiq.clip.preprocess import Preprocess
 from clipiq.core.device import resolve_device, resolve_precision
@@ -18,26 +19,38 @@ from clipiq.core.errors import CheckpointError
 log = logging.getLogger(__name__)
 
 TEST_TINY_SEED = 0
+#: What ``load_clip()`` loads when given neither a name nor a weights file.
+DEFAULT_MODEL = "ViT-B-32/openai"
+
+
+def file_architecture(sd: dict[str, torch.Tensor]) -> str:
+    """What an internal-layout state dict's shapes say it is, e.g. 'a ViT-B-16-like model (width 768, ...)'."""
+    try:
+        v = infer_config(sd).vision
+    except (KeyError, IndexError, ValueError):  # a layout whose shapes infer_config cannot read (e.g. a CNN stem)
+        return "a model of an unrecognised shape"
+    like = next((a.name for a in ARCHITECTURES.values()
+                 if (a.vision.width, a.vision.patch_size, a.vision.layers) == (v.width, v.patch_size, v.layers)), None)
+    return f"{f'a {like}-like' if like else 'a ViT'} model (width {v.width}, patch {v.patch_size}, {v.layers} layers)"
 
 
 def _load_state(model: CLIP, sd: dict[str, torch.Tensor], source: str) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
+    bad = [k for k in own if k in sd and own[k].shape != sd[k].shape]
+    if not (missing or unexpected or bad):
+        model.load_state_dict(sd, strict=True, assign=True)
+        return
     if missing or unexpected:
-        raise CheckpointError(
-            f"{source}: does not fit architecture {model.cfg.name} "
-            f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
-        )
-    bad = [k for k in own if own[k].shape != sd[k].shape]
-    if bad:
-        k = bad[0]
-        raise CheckpointError(
-            f"{source}: tensor {k} has shape {tuple(sd[k].shape)}, architecture {model.cfg.name} "
-            f"expects {tuple(own[k].shape)}"
-        )
-    model.load_state_dict(sd, strict=True, assign=True)
+        why = (f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+               f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+    else:
+        why = f"tensor {bad[0]} has shape {tuple(sd[bad[0]].shape)}, expected {tuple(own[bad[0]].shape)}"
+    raise CheckpointError(
+        f"{source}: does not fit architecture {model.cfg.name} ({why}); the file holds {file_architecture(sd)} "
+        "(without a model name, a weights file loads as the architecture it holds)"
+    )
 
 
 def model_from_file(path: str | Path, arch: str | CLIPConfig | None = None, act: str | None = None) -> CLIP:
@@ -59,12 +72,15 @@ def model_from_file(path: str | Path, arch: str | CLIPConfig | None = None, act:
     with torch.device("meta"):
         model = CLIP(cfg)
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    if model.visual.stem is not None and not any(k.startswith("visual.stem.") for k in sd):
+        # A file without the frozen stem (degradation-clip-v2): it comes from its sha256-pinned package record.
+        sd.update({f"visual.stem.{k}": v for k, v in load_lite0().state_dict().items()})
     _load_state(model, sd, str(path))
     return model
 
 
 def load_clip(
-    name: str | None = "ViT-B-32/openai",
+    name: str | None = None,
     *,
     weights: str | Path | None = None,
     device: str | torch.device | None = None,
@@ -72,13 +88,17 @@ def load_clip(
 ) -> tuple[CLIP, Preprocess]:
     """Load a CLIP model by weights name (e.g. 'ViT-B-32/openai'), architecture plus file, or file alone.
 
-    Returns the model in eval mode and the preprocessing that belongs to its weights.
+    With ``weights`` and no ``name`` the architecture is read from the file; with neither, the model is
+    :data:`DEFAULT_MODEL`. Returns the model in eval mode and the preprocessing that belongs to its weights.
     ``test-tiny`` is a random, seeded model for tests and smoke runs only.
     """
+    if not name and weights is None:
+        name = DEFAULT_MODEL
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev)
     record = None
-    if name and name not in ARCHITECTURES and not name.endswith("-quickgelu"):
+    # A weights entry may share its architecture's name (degradation-clip-v2): the weights win.
+    if name and (name not in ARCHITECTURES or name in wreg.list_weights()) and not name.endswith("-quickgelu"):
         record = wreg.get_weights(name)  # raises a helpful error for unknown names
     if record is not None:
         # A local copy is checked against the registered sha256 when it is the registry's own file.
@@ -97,7 +117,7 @@ def load_clip(
         model = model_from_file(weights, arch=name or None)
         model.weights_name, model.weights_sha256 = str(weights), _sha_or_none(Path(weights))
     else:
-        cfg = get_architecture(name or "test-tiny")
+        cfg = get_architecture(name)
         if not cfg.random:
             named = wreg.list_weights(arch=cfg.name)
             raise ValueError(

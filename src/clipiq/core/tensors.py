@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from clipiq.core.errors import CheckpointError
+from clipiq.core.files import atomic_path
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -48,14 +48,8 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
     p.parent.mkdir(parents=True, exist_ok=True)
     meta = {k: json.dumps(v, default=str) for k, v in (metadata or {}).items()}
     data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    try:
-        save_file(data, tmp, metadata=meta)
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(p) as tmp:
+        save_file(data, str(tmp), metadata=meta)
     return p
 
 
@@ -79,4 +73,60 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return tensors, meta
 
 
-__all__ = ["load_tensors", "load_trainable_state", "save_tensors", "trainable_state"]
+TENSOR_REF = "__tensor__"
+
+
+def split_tensors(tree: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Split nested dicts/lists into (JSON skeleton, flat tensors) for :func:`save_tensors`.
+
+    Each tensor becomes ``{"__tensor__": name}``, named by its path (``optimizer.state.0.exp_avg``); one
+    tensor reached twice (a view of the same memory, e.g. a payload that shares the model's parameters)
+    is stored once. Tuples come back as lists, as JSON has no tuple.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    seen: dict[tuple, str] = {}
+    storages: set[int] = set()
+
+    def walk(obj: Any, path: str) -> Any:
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().cpu()
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+            if t.numel() and key in seen:
+                return {TENSOR_REF: seen[key]}
+            if t.numel() and key[0] in storages:  # safetensors refuses partly shared memory: store a copy
+                t = t.clone()
+            if path in tensors:
+                raise ValueError(f"two tensors would be stored as {path!r}")
+            tensors[path] = t
+            if t.numel():
+                seen[key] = path
+                storages.add(key[0])
+            return {TENSOR_REF: path}
+        if isinstance(obj, Mapping):
+            bad = [k for k in obj if not isinstance(k, str)]
+            if bad:
+                raise TypeError(f"{path or 'tree'}: keys must be strings for JSON, got {bad[0]!r}")
+            return {k: walk(v, f"{path}.{k}" if path else k) for k, v in obj.items()}
+        if isinstance(obj, list | tuple):
+            return [walk(v, f"{path}.{i}") for i, v in enumerate(obj)]
+        return obj
+
+    return walk(dict(tree), ""), tensors
+
+
+def join_tensors(skeleton: Any, tensors: Mapping[str, torch.Tensor], source: str = "checkpoint") -> Any:
+    """Inverse of :func:`split_tensors`; a referenced tensor that is absent is a CheckpointError naming it."""
+    if isinstance(skeleton, dict):
+        if set(skeleton) == {TENSOR_REF}:
+            name = skeleton[TENSOR_REF]
+            if name not in tensors:
+                raise CheckpointError(f"{source}: tensor {name!r} is missing")
+            return tensors[name]
+        return {k: join_tensors(v, tensors, source) for k, v in skeleton.items()}
+    if isinstance(skeleton, list):
+        return [join_tensors(v, tensors, source) for v in skeleton]
+    return skeleton
+
+
+__all__ = ["join_tensors", "load_tensors", "load_trainable_state", "save_tensors", "split_tensors",
+           "trainable_state"]

@@ -16,14 +16,14 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from PIL import Image
 from torch import Tensor
 
 from clipiq.core.errors import ClipIQError, ImageLoadError
 from clipiq.core.image import check_image_batch, pil_to_tensor
-from clipiq.data.io import DEFAULT_MAX_PIXELS, load_image
+from clipiq.data.io import DEFAULT_MAX_PIXELS, check_pixels, displayed, read_image
 
 ImageInput = str | os.PathLike | Image.Image | Tensor
 T = TypeVar("T")
@@ -77,6 +77,9 @@ class RunResult:
     source: str
     output: Any = None
     error: str | None = None
+    #: What decoding chose that a reader of the result should know, e.g. "animated image (12 frames): first
+    #: frame scored"; None when nothing.
+    note: str | None = None
     #: The exception behind ``error``, for callers that raise rather than report (see :meth:`unwrap`).
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
@@ -122,17 +125,31 @@ def expand_inputs(inputs: ImageInput | Iterable[ImageInput]) -> Iterator[ImageIn
 
 def decode(item: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str = "image") -> Tensor:
     """One input as a float (3,H,W) tensor in [0,1]: files are decoded, tensors and PIL images checked."""
+    return decode_noted(item, max_pixels, name)[0]
+
+
+def decode_noted(item: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str = "image"
+                 ) -> tuple[Tensor, str | None]:
+    """:func:`decode`, with the decoder's note (e.g. which frame of an animation was taken) or None.
+
+    Files and PIL images are shown as a viewer shows them (:func:`clipiq.data.io.displayed`); every kind of
+    input is held to ``max_pixels``, files before a pixel is decoded.
+    """
     if isinstance(item, str | os.PathLike):
-        return load_image(Path(item), max_pixels=max_pixels)
+        decoded = read_image(Path(item), max_pixels=max_pixels)
+        return pil_to_tensor(decoded.image), decoded.note
     if isinstance(item, Image.Image):
-        w, h = item.size
-        if max_pixels is not None and w * h > max_pixels:
-            raise ImageLoadError(name, f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels}")
-        return pil_to_tensor(item)
+        check_pixels(name, *item.size, max_pixels)
+        try:
+            decoded = displayed(item)
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise ImageLoadError(name, str(e)) from None
+        return pil_to_tensor(decoded.image), decoded.note
     if isinstance(item, Tensor):
         if item.ndim != 3:
             raise ValueError(f"{name} must have shape (3,H,W), got {tuple(item.shape)}")
-        return check_image_batch(item, name)[0]
+        check_pixels(name, item.shape[-1], item.shape[-2], max_pixels)
+        return check_image_batch(item, name)[0], None
     raise TypeError(f"{name} must be a path, PIL image or tensor, got {type(item).__name__}")
 
 
@@ -146,6 +163,15 @@ def error_text(e: BaseException) -> str:
 def shape_key(prepared: Any) -> Hashable:
     """Batch key of a prepared input: tensors batch with tensors of the same shape."""
     return tuple(prepared.shape) if isinstance(prepared, Tensor) else type(prepared).__name__
+
+
+class _Held(NamedTuple):
+    """A prepared input waiting for its batch."""
+
+    index: int
+    name: str
+    prepared: Any
+    note: str | None
 
 
 class BatchRunner:
@@ -170,6 +196,8 @@ class BatchRunner:
                  raise_errors: bool = False):
         if batch_size < 1 or workers < 1:
             raise ValueError(f"batch_size and workers must be at least 1, got {batch_size} and {workers}")
+        if max_pixels is not None and max_pixels < 1:
+            raise ValueError(f"max_pixels must be at least 1 (or None for no limit), got {max_pixels}")
         self.process = process
         self.prepare = prepare
         self.batch_size = batch_size
@@ -180,29 +208,31 @@ class BatchRunner:
         self.load = load
         self.raise_errors = raise_errors
 
-    def _load(self, job: tuple[int, Any]) -> Any:
+    def _load(self, job: tuple[int, Any]) -> tuple[Any, str | None]:
         index, item = job
+        note = None
         if self.load is not None:
             image = self.load(item)
         else:
-            image = decode(item, self.max_pixels, name=source_name(item, index))
-        return self.prepare(image) if self.prepare is not None else image
+            image, note = decode_noted(item, self.max_pixels, name=source_name(item, index))
+        return (self.prepare(image) if self.prepare is not None else image), note
 
     def run(self, inputs: ImageInput | Iterable[Any]) -> Iterator[RunResult]:
         """Process every input; yields results as batches finish (at most ``ahead + batch_size`` held)."""
-        groups: dict[Hashable, list[tuple[int, str, Any]]] = {}
+        groups: dict[Hashable, list[_Held]] = {}
         held = 0
         jobs = enumerate(expand_inputs(inputs) if self.load is None else inputs)
-        for (index, item), prepared, err in prefetch(self._load, jobs, workers=self.workers, ahead=self.ahead):
+        for (index, item), loaded, err in prefetch(self._load, jobs, workers=self.workers, ahead=self.ahead):
             name = source_name(item, index)
             if err is not None:
                 if self.raise_errors:
                     raise err
                 yield RunResult(index, name, error=error_text(err), exception=err)
                 continue
+            prepared, note = loaded
             key = self.batch_key(prepared)
             group = groups.setdefault(key, [])
-            group.append((index, name, prepared))
+            group.append(_Held(index, name, prepared, note))
             held += 1
             if len(group) >= self.batch_size:
                 yield from self._flush(groups.pop(key))
@@ -211,27 +241,27 @@ class BatchRunner:
                 # Mixed shapes: never hold more than a batch's worth; send the group waiting longest as it is.
                 # (Sending the largest instead would keep a rare shape waiting to the end, shrinking every
                 # later batch of the common shape by one.)
-                key = min(groups, key=lambda k: groups[k][0][0])
+                key = min(groups, key=lambda k: groups[k][0].index)
                 group = groups.pop(key)
                 held -= len(group)
                 yield from self._flush(group)
         for group in groups.values():
             yield from self._flush(group)
 
-    def _flush(self, group: list[tuple[int, str, Any]]) -> list[RunResult]:
+    def _flush(self, group: list[_Held]) -> list[RunResult]:
         try:
-            outputs = list(self.process([p for _, _, p in group]))
+            outputs = list(self.process([h.prepared for h in group]))
             if len(outputs) != len(group):
                 raise RuntimeError(f"the batch function returned {len(outputs)} outputs for {len(group)} inputs")
         except Exception as e:
             if self.raise_errors:
                 raise
             if len(group) == 1:
-                index, name, _ = group[0]
-                return [RunResult(index, name, error=error_text(e), exception=e)]
+                h = group[0]
+                return [RunResult(h.index, h.name, error=error_text(e), note=h.note, exception=e)]
             # Find the offending input rather than failing the whole batch.
             return [r for one in group for r in self._flush([one])]
-        return [RunResult(index, name, output=out) for (index, name, _), out in zip(group, outputs)]
+        return [RunResult(h.index, h.name, output=out, note=h.note) for h, out in zip(group, outputs)]
 
     def run_ordered(self, inputs: ImageInput | Iterable[Any]) -> list[RunResult]:
         """Every result, in input order (holds all outputs: for scores, not for restored images)."""
@@ -244,6 +274,7 @@ __all__ = [
     "InputFailedError",
     "RunResult",
     "decode",
+    "decode_noted",
     "error_text",
     "expand_inputs",
     "prefetch",

@@ -3,7 +3,8 @@
 A method checkpoint is a safetensors file holding only the tensors that trained, plus metadata: the
 method name, the full experiment config, and the backbone it was trained on (load name, weights file
 and a fingerprint). Loading refuses a backbone whose fingerprint differs, because prompts trained on
-one CLIP mean nothing on another. The trainer's ``best.pt`` / ``last.pt`` payloads are read too.
+one CLIP mean nothing on another. The trainer's ``best.safetensors`` / ``last.safetensors`` are read too
+(their ``payload`` is a method checkpoint). Only safetensors are read: unpickling a file can run code.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess
 from clipiq.core.errors import CheckpointError
-from clipiq.core.tensors import load_tensors, save_tensors
+from clipiq.core.tensors import join_tensors, load_tensors, save_tensors
 
 FORMAT = "clipiq-method/1"
 
@@ -84,33 +85,44 @@ def save_method_checkpoint(path: str | os.PathLike, method: str, state: dict[str
 
 def payload(method: str, state: dict[str, torch.Tensor], config: dict[str, Any],
             backbone: dict[str, Any]) -> dict[str, Any]:
-    """The trainer-checkpoint form of a method checkpoint (``payload`` in best.pt / last.pt)."""
+    """The trainer-checkpoint form of a method checkpoint (``payload`` in best/last.safetensors)."""
     return {"format": FORMAT, "method": method, "state": {k: v.detach().cpu() for k, v in state.items()},
             "config": config, "backbone": backbone}
 
 
+def _is_safetensors(path: Path) -> bool:
+    # A safetensors file starts with its header's length (8 bytes, little-endian) and then the JSON header.
+    with path.open("rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{" and int.from_bytes(head[:8], "little") <= path.stat().st_size - 8
+
+
 def read_method_checkpoint(path: str | os.PathLike, method: str | None = None) -> MethodCheckpoint:
-    """Read a method checkpoint (.safetensors, or a trainer best.pt/last.pt); check the method name."""
+    """Read a method checkpoint (or a trainer's best/last.safetensors); check the method name.
+
+    Whatever the file's name, only safetensors content is accepted: nothing in it can run code.
+    """
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p} does not exist")
-    if p.suffix == ".safetensors":
-        state, meta = load_tensors(p)
-        if meta.get("format") != FORMAT:
-            raise CheckpointError(f"checkpoint {p} is not a clipiq method checkpoint (no {FORMAT!r} metadata)")
-        missing = [k for k in ("method", "config", "backbone") if k not in meta]
-        if missing:
-            raise CheckpointError(f"checkpoint {p}: metadata lacks {', '.join(missing)}")
-        ck = MethodCheckpoint(str(meta["method"]), state, meta["config"], meta["backbone"], str(p))
-    else:
-        try:
-            raw = torch.load(p, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise CheckpointError(f"checkpoint {p} could not be read: {e}") from None
-        pl = raw.get("payload") if isinstance(raw, dict) else None
-        if not isinstance(pl, dict) or pl.get("format") != FORMAT:
-            raise CheckpointError(f"checkpoint {p} holds no clipiq method payload")
-        ck = MethodCheckpoint(pl["method"], pl["state"], pl["config"], pl["backbone"], str(p))
+    if not _is_safetensors(p):
+        raise CheckpointError(
+            f"checkpoint {p} is not a safetensors file: clipiq method checkpoints are safetensors, and pickled "
+            "files (.pt, .bin) are never loaded because unpickling can run code. Use the checkpoint.safetensors "
+            "a clipiq training run writes (meta_init.safetensors for grmp-pretrain), or re-save trusted "
+            "tensors with clipiq.iqa.checkpoint.save_method_checkpoint")
+    state, meta = load_tensors(p)
+    if isinstance(meta.get("payload"), dict):  # a trainer checkpoint: its payload is the method checkpoint
+        meta = join_tensors(meta["payload"], state, str(p))
+        state = meta.pop("state", None)
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError(f"checkpoint {p}: its payload lacks the 'state' tensors")
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {p} is not a clipiq method checkpoint (no {FORMAT!r} metadata)")
+    missing = [k for k in ("method", "config", "backbone") if k not in meta]
+    if missing:
+        raise CheckpointError(f"checkpoint {p}: metadata lacks {', '.join(missing)}")
+    ck = MethodCheckpoint(str(meta["method"]), state, meta["config"], meta["backbone"], str(p))
     if method is not None and ck.method != method:
         raise CheckpointError(f"checkpoint {p} is for method {ck.method!r}, not {method!r}")
     return ck

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from clipiq.clip.load import load_clip
-from clipiq.clip.preprocess import RESIZE_MODES, grid_count
+from clipiq.clip.preprocess import RESIZE_MODES, check_aspect_ratio, grid_count, interpolate
 from clipiq.clip.tokenizer import tokenize
 from clipiq.clip.vocabulary import ATTRIBUTE_PROMPTS
 from clipiq.iqa.base import QualityMetric
@@ -36,8 +35,8 @@ class CLIPIQA(QualityMetric):
         max_tiles: int = 16,
         batch_size: int = 32,
     ):
-        clip, preprocess = load_clip(model or self.spec.default_model, weights=weights, device=device,
-                                     precision=precision)
+        name = model if model or weights else self.spec.default_model  # a file alone is loaded as what it holds
+        clip, preprocess = load_clip(name, weights=weights, device=device, precision=precision)
         super().__init__(clip.device, clip.dtype, batch_size)
         if view not in VIEWS:
             raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
@@ -65,21 +64,26 @@ class CLIPIQA(QualityMetric):
         self.register_buffer("text_features", feats.clone(), persistent=False)
 
     def prepare(self, image: Tensor) -> Tensor:
-        """Resize or tile to the metric's view (on CPU, per image) without normalising."""
+        """Resize or tile to the metric's view (on CPU, per image) without normalising.
+
+        Every view refuses images more elongated than ``preprocess.max_aspect_ratio`` (see
+        :data:`clipiq.clip.preprocess.MAX_ASPECT_RATIO`), before any resizing.
+        """
         x = image.unsqueeze(0)
+        check_aspect_ratio(*x.shape[-2:], self.preprocess.max_aspect_ratio)
         if self.view == "tiles":
             return self._tiles(x)
         if self.max_side and self.view in ("native", "shortest") and max(x.shape[-2:]) > self.max_side:
             s = self.max_side / max(x.shape[-2:])
-            size = (max(1, round(x.shape[-2] * s)), max(1, round(x.shape[-1] * s)))
-            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp_(0, 1)
+            x = interpolate(x, (max(1, round(x.shape[-2] * s)), max(1, round(x.shape[-1] * s))))
         return self.preprocess.resize(x, self.view)[0]
 
     def _tiles(self, x: Tensor) -> Tensor:
         # Tiles at the model's own input size keep the native pixel scale; the stride grows on large
-        # images so at most max_tiles are scored.
+        # images so at most max_tiles are scored. The grid is counted on the canvas patches() cuts, which
+        # is upscaled for images smaller than a tile.
         s = self.preprocess.image_size
-        h, w = x.shape[-2:]
+        h, w = self.preprocess.patch_canvas(*x.shape[-2:], s)
         stride = s
         while grid_count(h, s, stride) * grid_count(w, s, stride) > self.max_tiles:
             stride = int(stride * 1.25) + 1

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
-from clipiq.clip.preprocess import Preprocess, interpolate
+from clipiq.clip.preprocess import Preprocess, check_aspect_ratio, interpolate, shorter_side_to
 from clipiq.clip.prompts import DeepPrompts, TextPrompts, prompt_probabilities
 from clipiq.clip.tokenizer import tokenize
 from clipiq.core.tensors import load_trainable_state, trainable_state
@@ -133,16 +133,19 @@ def project_gradient(gd: Tensor | Sequence[Tensor], gg: Tensor | Sequence[Tensor
 
 
 def resize_image(image: Tensor, size: int, mode: str = "shorter") -> Tensor:
-    """A (3,H,W) or (N,3,H,W) [0,1] image with its shorter side (``shorter``) or both sides (``squash``) at size."""
+    """A (3,H,W) or (N,3,H,W) [0,1] image with its shorter side (``shorter``) or both sides (``squash``) at size.
+
+    Images more elongated than :data:`clipiq.clip.preprocess.MAX_ASPECT_RATIO` are refused (ValueError).
+    """
     if mode not in RESIZE_MODES:
         raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {mode!r}")
     x = image.unsqueeze(0) if image.ndim == 3 else image
     h, w = x.shape[-2:]
     if mode == "squash":
+        check_aspect_ratio(h, w)
         y = interpolate(x.float(), (size, size))
     else:
-        s = size / min(h, w)
-        y = interpolate(x.float(), (max(size, round(h * s)), max(size, round(w * s))))
+        y = interpolate(x.float(), shorter_side_to(h, w, size))
     return y[0] if image.ndim == 3 else y
 
 

@@ -112,7 +112,10 @@ def create_metric(
     dev = resolve_device(device)
     resolve_precision(precision, dev)
     factory: Callable[..., Any] = spec.load_factory()
-    metric = factory(model=model or spec.default_model, weights=weights, device=dev, precision=precision, **options)
+    # A weights file without a model name is loaded as what it holds, not as the default model.
+    if model is None and weights is None:
+        model = spec.default_model
+    metric = factory(model=model, weights=weights, device=dev, precision=precision, **options)
     if not isinstance(metric, QualityMetric):
         raise TypeError(f"metric {spec.name!r}: its factory returned {type(metric).__name__}, not a QualityMetric")
     metric.spec = spec  # the spec it was built from (one class may back several registered names)

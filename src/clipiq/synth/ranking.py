@@ -9,13 +9,12 @@ not a replacement for MOS-based benchmarks.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 from scipy import stats
 from tqdm.auto import tqdm
 
+from clipiq.core.files import atomic_write, csv_text
 from clipiq.eval.correlation import srcc
 
 logger = logging.getLogger(__name__)
@@ -111,14 +111,8 @@ class SyntheticResult:
         return self.table()
 
     def to_csv(self, path: str | os.PathLike) -> None:
-        """Write the per-image rows (photo, degradation, level, score) to a CSV file."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with p.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["photo", "degradation", "level", "score"])
-            for r in self.rows:
-                writer.writerow([r.photo, r.degradation, r.level, repr(r.score)])
+        """Write the per-image rows (photo, degradation, level, score) to a CSV file (formula-safe, atomic)."""
+        atomic_write(path, csv_text([asdict(r) for r in self.rows], ["photo", "degradation", "level", "score"]))
 
 
 def _fmt(x: float, digits: int, signed: bool = True) -> str:

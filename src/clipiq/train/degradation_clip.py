@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import multiprocessing as mp
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,10 @@ from clipiq.clip.vocabulary import (
     DEGRADATION_PHRASES,
     describe,
 )
+from clipiq.core.errors import CheckpointError
+from clipiq.core.tensors import load_tensors, load_trainable_state, save_tensors
 from clipiq.data.io import list_images, load_image
-from clipiq.train.engine import step_rng, train_defaults
+from clipiq.train.engine import read_trainer_checkpoint, step_rng, train_defaults
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +189,16 @@ def build_pool(dcfg: Mapping[str, Any], seed: int, cache_dir: Path | None = None
     size = int(dcfg["store_crop"])
     key = hashlib.sha256(json.dumps([dict(dcfg), seed, [str(p) for p in paths]], sort_keys=True, default=str)
                          .encode()).hexdigest()[:16]
-    cache = cache_dir / f"pool-{key}.pt" if cache_dir is not None and dcfg.get("cache", True) else None
+    cache = cache_dir / f"pool-{key}.safetensors" if cache_dir is not None and dcfg.get("cache", True) else None
     if cache is not None and cache.exists():
         log.info("loading crop pool from %s", cache)
-        return torch.load(cache, weights_only=False)
+        tensors, meta = load_tensors(cache)
+        missing = [k for k in ("recipes", "names") if k not in meta] + ([] if "images" in tensors else ["images"])
+        if missing:
+            raise CheckpointError(f"{cache}: crop pool cache lacks {', '.join(missing)} (delete it to rebuild)")
+        # JSON keeps a recipe's (name, level) steps as lists: give back what a fresh pool holds.
+        recipes = [[(str(n), int(lv)) for n, lv in r] for r in meta["recipes"]]
+        return {"images": tensors["images"], "recipes": recipes, "names": meta["names"]}
     workers = max(1, int(dcfg.get("workers", 1)))
     chunks = np.array_split(np.arange(n_groups), workers * 4)
     jobs = [(paths, int(c[0]), len(c), size, float(dcfg["p_clean"]), float(dcfg["p_composed"]), names, seed)
@@ -209,8 +217,8 @@ def build_pool(dcfg: Mapping[str, Any], seed: int, cache_dir: Path | None = None
         "names": names,
     }
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(pool_data, cache)
+        save_tensors(cache, {"images": pool_data["images"]},
+                     {"recipes": pool_data["recipes"], "names": pool_data["names"]})
     return pool_data
 
 
@@ -286,25 +294,9 @@ class DegradationCLIPTask:
 
     def training_step(self, batch: Batch) -> dict[str, Tensor]:
         """Multi-positive contrastive loss plus graded antonym-pair BCE."""
-        dev = self.device
-        x = self.preprocess.normalize(batch.images.to(dev))
-        uniq = sorted(set(batch.texts))
-        col = torch.tensor([uniq.index(t) for t in batch.texts], device=dev)
-        img = F.normalize(self.model.encode_image(x), dim=-1)
-        txt = F.normalize(self.model.encode_text(self._tokens(uniq).to(dev)), dim=-1)
-        scale = self.model.logit_scale.exp().clamp(max=100)
-        logits = scale * img @ txt.t()  # (B, U)
-        loss_i2t = F.cross_entropy(logits, col)
-        pos = F.one_hot(col, len(uniq)).float()  # (B, U): crops sharing a description are all positives
-        logp_t2i = logits.t().log_softmax(dim=1)  # (U, B)
-        loss_t2i = -(logp_t2i * pos.t()).sum(1).div(pos.sum(0)).mean()
-        pair_txt = F.normalize(self.model.encode_text(self._pair_tokens[:, :8].to(dev)), dim=-1)
-        pl = (scale * img @ pair_txt.t()).float().view(len(img), -1, 2).softmax(-1)[..., 0]
-        t, m = batch.targets.to(dev), batch.mask.to(dev)
-        bce = F.binary_cross_entropy(pl.clamp(1e-6, 1 - 1e-6), t, reduction="none")
-        loss_pairs = (bce * m).sum() / m.sum()
-        loss = 0.5 * (loss_i2t + loss_t2i) + float(self.cfg["loss"]["antonym_weight"]) * loss_pairs
-        return {"loss": loss, "contrastive": 0.5 * (loss_i2t + loss_t2i), "antonym": loss_pairs}
+        x = self.preprocess.normalize(batch.images.to(self.device))
+        return clip_losses(self.model, self.model.encode_image(x), batch, self._tokens, self._pair_tokens,
+                           float(self.cfg["loss"]["antonym_weight"]))
 
     def _heldout(self) -> list[list[Tensor]]:
         # Degraded once per run: every evaluation scores the same images.
@@ -329,6 +321,30 @@ class DegradationCLIPTask:
         """The trained model and its architecture."""
         return {"arch": self.arch.to_dict(), "state_dict": {k: v.detach().cpu() for k, v in
                                                             self.model.state_dict().items()}}
+
+
+def clip_losses(model: CLIP, image_features: Tensor, batch: Batch, tokens: Callable[[Sequence[str]], Tensor],
+                pair_tokens: Tensor, antonym_weight: float, contrastive_weight: float = 1.0) -> dict[str, Tensor]:
+    """Multi-positive contrastive loss plus graded antonym-pair BCE on a batch's image features (N, D)."""
+    dev = image_features.device
+    uniq = sorted(set(batch.texts))
+    col = torch.tensor([uniq.index(t) for t in batch.texts], device=dev)
+    img = F.normalize(image_features, dim=-1)
+    txt = F.normalize(model.encode_text(tokens(uniq).to(dev)), dim=-1)
+    scale = model.logit_scale.exp().clamp(max=100)
+    logits = scale * img @ txt.t()  # (B, U)
+    loss_i2t = F.cross_entropy(logits, col)
+    pos = F.one_hot(col, len(uniq)).float()  # (B, U): crops sharing a description are all positives
+    logp_t2i = logits.t().log_softmax(dim=1)  # (U, B)
+    loss_t2i = -(logp_t2i * pos.t()).sum(1).div(pos.sum(0)).mean()
+    pair_txt = F.normalize(model.encode_text(pair_tokens[:, :8].to(dev)), dim=-1)
+    pl = (scale * img @ pair_txt.t()).float().view(len(img), -1, 2).softmax(-1)[..., 0]
+    t, m = batch.targets.to(dev), batch.mask.to(dev)
+    bce = F.binary_cross_entropy(pl.clamp(1e-6, 1 - 1e-6), t, reduction="none")
+    loss_pairs = (bce * m).sum() / m.sum()
+    contrastive = 0.5 * (loss_i2t + loss_t2i)
+    loss = contrastive_weight * contrastive + antonym_weight * loss_pairs
+    return {"loss": loss, "contrastive": contrastive, "antonym": loss_pairs}
 
 
 def type_prompt(name: str) -> str:
@@ -412,12 +428,15 @@ def run(cfg: Mapping[str, Any], run_dir: Path, device: torch.device, resume: boo
 
 
 def export_checkpoint(checkpoint: Path, out: Path) -> str:
-    """Export the model held in a trainer checkpoint (last.pt or best.pt) as shippable safetensors."""
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    """Export the model held in a trainer checkpoint (last.safetensors or best.safetensors) as shippable safetensors."""
+    ck = read_trainer_checkpoint(checkpoint, ("step", "config", "payload"))
     payload = ck["payload"]
+    missing = [k for k in ("arch", "state_dict") if not isinstance(payload, dict) or k not in payload]
+    if missing:
+        raise CheckpointError(f"{checkpoint}: payload lacks {', '.join(missing)} (not a degradation-clip run?)")
     arch = CLIPConfig.from_dict(payload["arch"])
     model = CLIP(arch)
-    model.load_state_dict(payload["state_dict"])
+    load_trainable_state(model, payload["state_dict"], str(checkpoint))
     meta = {"clipiq_train_config": json.dumps(ck["config"], sort_keys=True, default=str),
             "clipiq_train_step": str(ck["step"])}
     return export_model(model, arch, out, meta)

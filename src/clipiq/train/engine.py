@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Iterator, Mapping
@@ -19,7 +18,15 @@ from tqdm import tqdm
 
 from clipiq.core.config import config_json, dump_config
 from clipiq.core.device import autocast
-from clipiq.core.tensors import load_trainable_state, trainable_state
+from clipiq.core.errors import CheckpointError
+from clipiq.core.tensors import (
+    join_tensors,
+    load_tensors,
+    load_trainable_state,
+    save_tensors,
+    split_tensors,
+    trainable_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +65,8 @@ class TrainTask(Protocol):
         """Validation figures (higher is better for the one named by cfg['train']['monitor'])."""
 
     def checkpoint_payload(self) -> dict[str, Any]:
-        """What a checkpoint must hold to rebuild the trained model (weights, config, backbone sha)."""
+        """What a checkpoint must hold to rebuild the trained model: tensors anywhere in nested dicts and lists,
+        everything else JSON-able (it is stored as safetensors plus JSON metadata)."""
 
     # Optional: ``backward(losses)`` replaces ``losses['loss'].backward()`` (e.g. gradient surgery).
 
@@ -92,11 +100,25 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         return [{**r, "step": int(r["step"]), "value": float(r["value"])} for r in csv.DictReader(f)]
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp file then rename, so a crash never leaves a torn checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+#: The ``format`` metadata of the trainer's ``last.safetensors`` / ``best.safetensors``.
+TRAINER_FORMAT = "clipiq-trainer/1"
+
+
+def save_trainer_checkpoint(path: Path, content: Mapping[str, Any]) -> Path:
+    """Write a trainer checkpoint atomically: its tensors as safetensors, everything else as JSON metadata."""
+    skeleton, tensors = split_tensors({"format": TRAINER_FORMAT, **content})
+    return save_tensors(path, tensors, skeleton)
+
+
+def read_trainer_checkpoint(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a :func:`save_trainer_checkpoint` file (nothing in it can run code); checks ``required`` keys."""
+    tensors, meta = load_tensors(path)
+    if meta.get("format") != TRAINER_FORMAT:
+        raise CheckpointError(f"{path}: not a clipiq trainer checkpoint (no {TRAINER_FORMAT!r} format metadata)")
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise CheckpointError(f"{path}: metadata lacks {', '.join(missing)}")
+    return join_tensors(meta, tensors, str(path))
 
 
 #: Every ``train`` key the Trainer reads, with its default. Task configs start from :func:`train_defaults`,
@@ -145,13 +167,33 @@ def build_optimizer(params: list[nn.Parameter], tcfg: Mapping[str, Any]) -> torc
 
 
 def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    # JSON lists for Python's and NumPy's generators, a byte tensor for torch's.
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(internal), gauss], "numpy": [name, keys.tolist(), pos, has_gauss, cached],
+            "torch": torch.get_rng_state()}
 
 
 def _set_rng_state(state: Mapping[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
+
+
+def _optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    sd = optimizer.state_dict()
+    return {"state": {str(k): v for k, v in sd["state"].items()}, "param_groups": sd["param_groups"]}
+
+
+def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Mapping[str, Any]) -> None:
+    # JSON turned the parameter ids into strings and tuples (Adam's betas) into lists: restore both.
+    groups = []
+    for have, got in zip(optimizer.param_groups, saved["param_groups"]):
+        groups.append({k: tuple(v) if isinstance(have.get(k), tuple) and isinstance(v, list) else v
+                       for k, v in got.items()})
+    optimizer.load_state_dict({"state": {int(k): v for k, v in saved["state"].items()}, "param_groups": groups})
 
 
 class Trainer:
@@ -199,44 +241,53 @@ class Trainer:
 
     @property
     def last_path(self) -> Path:
-        """The resume checkpoint."""
-        return self.run_dir / "last.pt"
+        """The resume checkpoint (see :meth:`_save` for what it holds)."""
+        return self.run_dir / "last.safetensors"
 
     @property
     def best_path(self) -> Path:
-        """The best-on-validation checkpoint (the task's payload only)."""
-        return self.run_dir / "best.pt"
+        """The best-on-validation checkpoint: step, config, monitor value and the task's payload."""
+        return self.run_dir / "best.safetensors"
 
     def _save(self) -> None:
-        save_atomic({
+        """Write last.safetensors: trainable tensors, optimizer state, RNG states, counters and the payload."""
+        save_trainer_checkpoint(self.last_path, {
             "step": self.step,
             "best": self.best,
             "since_best": self.since_best,
             "stopped_early": self.stopped_early,
+            "history": [{k: v if isinstance(v, int) else float(v) for k, v in h.items()} for h in self.history],
             "config": self.cfg,
             "model": trainable_state(self.task.model),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": _optimizer_state(self.optimizer),
             "scheduler": self.scheduler.state_dict(),
             "plateau": self.plateau.state_dict() if self.plateau is not None else None,
             "rng": _rng_state(),
             "payload": self.task.checkpoint_payload(),
-        }, self.last_path)
+        })
 
     def _try_resume(self) -> None:
+        stray = self.run_dir / "last.pt"
+        if stray.exists():
+            # Pickled checkpoints can run code when loaded; only last.safetensors is ever read.
+            log.warning("ignoring %s: clipiq never loads pickled checkpoints; resume reads %s only", stray,
+                        self.last_path.name)
         if not (self.resume and self.last_path.exists()):
             return
-        ck = torch.load(self.last_path, map_location="cpu", weights_only=False)
+        ck = read_trainer_checkpoint(self.last_path, ("step", "best", "config", "model", "optimizer", "scheduler",
+                                                      "rng"))
         if config_json(ck["config"]) != config_json(self.cfg):
             raise ValueError(f"{self.last_path} was written with a different config; resume refused "
                              "(use another run directory, or --no-resume to start over)")
         load_trainable_state(self.task.model, ck["model"], str(self.last_path))
-        self.optimizer.load_state_dict(ck["optimizer"])
+        _load_optimizer_state(self.optimizer, ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         if self.plateau is not None and ck.get("plateau"):
             self.plateau.load_state_dict(ck["plateau"])
         _set_rng_state(ck["rng"])
         self.step, self.best = int(ck["step"]), ck["best"]
         self.since_best, self.stopped_early = int(ck.get("since_best", 0)), bool(ck.get("stopped_early", False))
+        self.history = list(ck.get("history", []))
         log.info("resumed from %s at step %d", self.last_path, self.step)
 
     def fit(self) -> dict[str, Any]:
@@ -317,8 +368,8 @@ class Trainer:
             self.plateau.step(value)
         if self.best is None or value > self.best:
             self.best, self.since_best = value, 0
-            save_atomic({"step": self.step, "config": self.cfg, "payload": self.task.checkpoint_payload(),
-                         monitor: self.best}, self.best_path)
+            save_trainer_checkpoint(self.best_path, {"step": self.step, "config": self.cfg, "monitor": monitor,
+                                                     "best": self.best, "payload": self.task.checkpoint_payload()})
         else:
             self.since_best += 1
             patience = int(self.tcfg["patience"] or 0)

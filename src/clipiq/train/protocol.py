@@ -66,7 +66,7 @@ IQA_DEFAULTS: dict[str, Any] = {
         "group": "auto",  # auto | scene | ref | path
         "shots": None,  # few-shot: k labelled images drawn from the training part
         "only_round": None,  # run one round (e.g. to spread rounds over machines)
-        "keep_checkpoints": False,  # keep a finished round's last.pt/best.pt (its checkpoint.safetensors stays)
+        "keep_checkpoints": False,  # keep a round's last/best.safetensors (its checkpoint.safetensors stays)
         "eval_batch": 16,
     },
     # epochs > 0: steps = epochs x ceil(n_train / batch_size); 0: use steps. Early stopping on validation SRCC.
