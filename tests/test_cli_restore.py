@@ -163,3 +163,24 @@ def test_bench_restore_on_pairs(tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert main(["bench", "--restore", "dehaze-dcp", "--device", "cpu"]) == 2
     assert "--restore NAME with --pairs DIR" in capsys.readouterr().err
+
+
+def test_a_second_restore_into_the_same_folder_is_refused(images: Path, tmp_path: Path, capsys):
+    from clipiq.core.files import exclusive_lock
+
+    out = tmp_path / "busy"
+    with exclusive_lock(out / ".restore.lock", str(out)):  # another run holds the folder
+        rc = main(["restore", str(images / "img0.png"), "--method", "dehaze-none", "-o", str(out)])
+    assert rc == 2
+    assert str(out) in capsys.readouterr().err
+    assert not (out / "img0.png").exists()
+    assert main(["restore", str(images / "img0.png"), "--method", "dehaze-none", "-o", str(out)]) == 0
+
+
+def test_save_image_is_atomic_and_leaves_no_temporary_files(tmp_path: Path):
+    target = tmp_path / "x.png"
+    save_image(torch.rand(3, 8, 8), target)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+    with pytest.raises(ValueError, match="unknown image file extension"):
+        save_image(torch.rand(3, 8, 8), tmp_path / "x.notanimage")
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,12 +28,13 @@ from typing import Any
 from tqdm import tqdm
 
 from clipiq.cli.common import add_device_args, format_table, make_restorer, metric_options, positive_int
-from clipiq.core.files import atomic_write, csv_cell, csv_uncell
+from clipiq.core.files import atomic_write, csv_cell, csv_uncell, exclusive_lock
 from clipiq.data.io import DEFAULT_MAX_PIXELS, list_images, save_image
 from clipiq.restore import RUN_OPTIONS, get_restorer_spec, list_restorers
 
 MANIFEST = "restore.json"
 LOG = "restore_log.csv"
+LOCK = ".restore.lock"
 LOG_COLUMNS = ("input", "output", "status", "error")
 # Bump when the manifest's meaning changes, so an old folder is not taken for a finished one.
 MANIFEST_VERSION = 1
@@ -123,14 +123,10 @@ def _written(out_dir: Path) -> set[str]:
 
 
 def _save_new(image: Any, out: Path) -> None:
-    """Write a PNG via a temporary file, so an interrupted run never leaves a half-written output."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.part.png")
-    save_image(image, tmp)
+    """Write a PNG that is not there yet (save_image writes through a fresh temporary file)."""
     if out.exists():  # appeared since the run was planned: not ours to replace
-        tmp.unlink()
         raise FileExistsError(f"{out} appeared during the run; not overwritten")
-    os.replace(tmp, out)
+    save_image(image, out)
 
 
 class _Log:
@@ -175,6 +171,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{out_dir} holds images restored with {json.dumps(stored)}; use another output folder "
                          f"for {json.dumps(record)}")
     restorer = make_restorer(spec.name, args.weights, args.device, args.precision, options)
+    # One run per output folder at a time: a second is refused rather than racing for the same files.
+    with exclusive_lock(out_dir / LOCK, str(out_dir)):
+        return _restore(args, out_dir, jobs, spec.name, restorer, record)
+
+
+def _restore(args: argparse.Namespace, out_dir: Path, jobs: list[tuple[Path, Path]], method: str,
+             restorer: Any, record: dict[str, Any]) -> int:
     atomic_write(out_dir / MANIFEST, json.dumps(record, indent=1) + "\n")
 
     written = _written(out_dir)
@@ -194,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
         if skipped:
             print(f"resuming: {skipped} of {len(jobs)} images already restored in {out_dir}", file=sys.stderr)
         t0 = time.perf_counter()
-        with tqdm(total=len(todo), desc=f"restoring ({spec.name})", unit="img", disable=None,
+        with tqdm(total=len(todo), desc=f"restoring ({method})", unit="img", disable=None,
                   file=sys.stderr) as bar:
             results = restorer.iter_results([src for src, _ in todo], batch_size=args.batch_size,
                                             workers=args.workers, max_pixels=args.max_pixels)

@@ -9,6 +9,7 @@ a named pipe, device or socket given as an input is refused without being opened
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -22,6 +23,7 @@ import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from clipiq.core.errors import ImageLoadError
+from clipiq.core.files import atomic_write
 from clipiq.core.image import pil_to_tensor
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -192,16 +194,24 @@ def _check_regular(p: Path, st: os.stat_result) -> None:
 
 
 def save_image(image: torch.Tensor, path: str | os.PathLike, quality: int = 95) -> None:
-    """Save a (3,H,W) float tensor in [0,1] to an image file (format from the suffix)."""
+    """Save a (3,H,W) float tensor in [0,1] to an image file (format from the suffix), atomically.
+
+    The image is encoded in memory and replaces ``path`` through a fresh temporary file, so an interrupted
+    writer never leaves a half-written image and two writers never share a temporary name.
+    """
     if image.ndim != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"save_image expects a (3,H,W) or (1,H,W) tensor, got shape {tuple(image.shape)}")
     arr = image.detach().float().clamp(0, 1).mul(255).round().byte().cpu()
     arr = arr.permute(1, 2, 0).numpy()
     if arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    kw = {"quality": quality} if str(path).lower().endswith((".jpg", ".jpeg")) else {}
-    Image.fromarray(arr).save(path, **kw)
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown image file extension {Path(path).suffix!r}")
+    kw = {"quality": quality} if fmt == "JPEG" else {}
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt, **kw)
+    atomic_write(path, buf.getvalue())
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
