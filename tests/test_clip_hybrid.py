@@ -90,15 +90,17 @@ def test_hybrid_architectures_are_registered_and_validated():
     tiny, v2 = get_architecture("test-tiny-hybrid"), get_architecture("degradation-clip-v2")
     assert tiny.random and not v2.random
     vision = v2.vision
-    assert (vision.stem, vision.patch_size, vision.width, vision.layers) == ("efficientnet-lite0", 16, 256, 6)
+    assert (vision.stem, vision.patch_size, vision.width, vision.layers, vision.stem_stats) == (
+        "efficientnet-lite0", 16, 128, 4, True)
     assert v2.preprocess.mean == LITE0_MEAN and v2.preprocess.std == LITE0_STD
     assert CLIPConfig.from_dict(v2.to_dict()) == v2
     with pytest.raises(ValueError, match="unknown image stem"):
         VisionConfig(stem="resnet50")
     with pytest.raises(ValueError, match="patch_size must be 16"):
         VisionConfig(patch_size=32, stem="efficientnet-lite0")
-    with pytest.raises(ValueError, match="needs weights"):
-        clipiq.load_clip("degradation-clip-v2", device="cpu")
+    from clipiq.clip.weights import list_weights
+
+    assert list_weights(arch="degradation-clip-v2") == ["degradation-clip-v2"]  # its shipped weights
     with torch.device("meta"):  # a checkpoint load builds here: the stem file is not read
         model = build_model(ARCHITECTURES["degradation-clip-v2"])
     assert model.visual.stem is not None and model.visual.stem.stem.conv.weight.is_meta

@@ -112,6 +112,41 @@ def test_deep_prompts_insert_then_replace(tiny):
         v(x, deep_prompts=[torch.randn(4, v.width + 1)])
 
 
+def test_prompts_before_ln_pre_and_pre_ln_post(tiny):
+    """Both options change only what they name; left at their defaults the tower is what it was."""
+    model, _ = tiny
+    v = model.visual
+    torch.manual_seed(0)
+    tokens = v.embed_patches(torch.randn(2, 3, 224, 224))
+    p0, p1 = torch.randn(4, v.width) * 3, torch.randn(4, v.width)
+    cls = (v.cls_token + v.pos_embed[0]).expand(2, 1, -1)
+
+    def by_hand(normed: torch.Tensor, deep: list, n_prompts: int) -> torch.Tensor:  # from after ln_pre on
+        x, _, _ = v.transformer(normed, deep_prompts=deep, n_prompts=n_prompts)
+        return v.ln_post(x[:, 0]) @ v.proj
+
+    with torch.no_grad():
+        default = v.forward_tokens(tokens, deep_prompts=[p0, p1]).pooled
+        torch.testing.assert_close(v.forward_tokens(tokens, deep_prompts=[p0, p1], prompts_before_ln_pre=False,
+                                                    pre_ln_post=None).pooled, default, atol=0, rtol=0)
+        torch.testing.assert_close(default, by_hand(v.ln_pre(torch.cat([cls, tokens], 1)), [p0, p1], 0))
+        # before ln_pre: [CLS, p0, tokens] is normalised as one sequence, then the blocks run with p1 at layer 1
+        first = v.ln_pre(torch.cat([cls, p0.expand(2, -1, -1), tokens], 1))
+        out = v.forward_tokens(tokens, deep_prompts=[p0, p1], prompts_before_ln_pre=True, return_tokens=True)
+        assert out.n_prompts == 4 and out.tokens.shape == tokens.shape
+        torch.testing.assert_close(out.pooled, by_hand(first, [None, p1], 4))
+        # without layer-0 prompts the option changes nothing
+        torch.testing.assert_close(v.forward_tokens(tokens, deep_prompts=[None, p1], prompts_before_ln_pre=True)
+                                   .pooled, v.forward_tokens(tokens, deep_prompts=[None, p1]).pooled, atol=0, rtol=0)
+        # pre_ln_post maps the whole final sequence before ln_post
+        torch.testing.assert_close(v.forward_tokens(tokens, pre_ln_post=lambda x: x).pooled,
+                                   v.forward_tokens(tokens).pooled, atol=0, rtol=0)
+        scale = torch.linspace(0.1, 3.0, v.width)
+        x, _, _ = v.transformer(v.ln_pre(torch.cat([cls, tokens], 1)))
+        torch.testing.assert_close(v.forward_tokens(tokens, pre_ln_post=lambda t: t * scale).pooled,
+                                   v.ln_post(x[:, 0] * scale) @ v.proj)
+
+
 def test_text_context_vectors_and_deep_prompts(tiny):
     """CoOp-style: learnable context replaces placeholder embeddings; text deep prompts replace it per layer."""
     model, _ = tiny
@@ -127,6 +162,9 @@ def test_text_context_vectors_and_deep_prompts(tiny):
     out = t.forward_embeds(emb2, eot, deep_prompts=deep, n_prompts=4).pooled
     out.sum().backward()
     assert ctx.grad.abs().sum() > 0 and deep[1].grad.abs().sum() > 0
+    # return_hidden: every block's output (the states a later layer's prompts replace)
+    hidden = t.forward_embeds(emb, eot, return_hidden=True).hidden
+    assert len(hidden) == len(t.transformer.blocks) and hidden[0].shape == emb.shape
     # Inserted (not replacing) prompts shift the end-of-text position; pooling must follow it.
     ins = t.forward_embeds(emb, eot, deep_prompts=[torch.zeros(3, t.width)], n_prompts=0)
     assert ins.n_prompts == 3 and torch.isfinite(ins.pooled).all()

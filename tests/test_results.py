@@ -125,12 +125,12 @@ def test_the_default_model_is_recorded_so_naming_it_resumes(images, tmp_path, ca
     out = tmp_path / "s.csv"
     assert main(["score", str(images), "--device", "cpu", "-o", str(out)]) == 0
     rows = _csv_rows(out)
-    assert {r["model"] for r in rows} == {"degradation-clip"}
+    assert {r["model"] for r in rows} == {"degradation-clip-v2"}
     record = json.loads(sidecar_path(out).read_text())["clipiq"]
-    assert record["model"] == "degradation-clip" and len(record["weights_sha256"]) == 64
+    assert record["model"] == "degradation-clip-v2" and len(record["weights_sha256"]) == 64
     assert {r["fingerprint"] for r in rows} == {record["fingerprint"]}
     capsys.readouterr()
-    assert main(["score", str(images), "--model", "degradation-clip", "--device", "cpu", "-o", str(out)]) == 0
+    assert main(["score", str(images), "--model", "degradation-clip-v2", "--device", "cpu", "-o", str(out)]) == 0
     assert "3 of 3 images already scored" in capsys.readouterr().err
 
 
@@ -148,7 +148,7 @@ def test_local_weights_that_differ_from_the_registry_are_not_mixed_in(images, tm
     local = tmp_path / "tuned.safetensors"
     save_file(tensors, str(local), metadata=meta)
     out = tmp_path / "s.jsonl"
-    assert main(["score", str(images), "--device", "cpu", "-o", str(out)]) == 0
+    assert main(["score", str(images), "--model", "degradation-clip", "--device", "cpu", "-o", str(out)]) == 0
     assert main(["score", str(images), "--model", "degradation-clip", "--weights", str(local), "--device", "cpu",
                  "-o", str(out)]) == 2
     err = capsys.readouterr().err

@@ -26,6 +26,7 @@ class VisionConfig:
 
     ``stem``: None for the usual patchify conv, or a name in ``STEM_STRIDES`` whose feature maps become the
     tokens; ``patch_size`` is then the stem's stride, so every grid computation stays the same.
+    ``stem_stats``: also add a projection of the stem's per-stage channel statistics to the class token.
     """
 
     image_size: int = 224
@@ -35,9 +36,12 @@ class VisionConfig:
     heads: int = 12
     mlp_ratio: float = 4.0
     stem: str | None = None
+    stem_stats: bool = False
 
     def __post_init__(self) -> None:
         if self.stem is None:
+            if self.stem_stats:
+                raise ValueError("stem_stats needs a convolutional stem (VisionConfig.stem)")
             return
         if self.stem not in STEM_STRIDES:
             raise ValueError(f"unknown image stem {self.stem!r}; expected None or one of {', '.join(STEM_STRIDES)}")
@@ -149,13 +153,13 @@ for _cfg in (
         act="gelu",
         random=True,
     ),
-    # clipiq's second offline model: 6x256 ViT on the Lite0 stem, 6x256 text tower. Its weights are yet to be
-    # trained, so it has no weights record (load_clip asks for a weights file).
+    # clipiq's second offline model: a 4x128 ViT on the frozen Lite0 stem (its stage statistics join the class
+    # token) and v1's 4x128 text tower; sized so it trains on cached stem features in under an hour on 2 CPU cores.
     _hybrid(
         "degradation-clip-v2",
         256,
-        VisionConfig(224, 16, 256, 6, 4, stem="efficientnet-lite0"),
-        TextConfig(77, 49408, 256, 6, 4),
+        VisionConfig(224, 16, 128, 4, 4, stem="efficientnet-lite0", stem_stats=True),
+        TextConfig(77, 49408, 128, 4, 4),
         act="gelu",
     ),
 ):

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from itertools import accumulate
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
@@ -39,6 +40,7 @@ __all__ = [
     "LITE0_STD",
     "LITE0_WEIGHTS",
     "EfficientNetLite0",
+    "STATS_CHANNELS",
     "StageSpec",
     "StemMaps",
     "StemWeights",
@@ -78,13 +80,20 @@ LITE0_STAGES: tuple[StageSpec, ...] = (
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 NUM_CLASSES = 1000
+#: Channels summarised in ``StemMaps.stats``: the outputs of stages 2-7 (stage 1 is a stride-2 copy of the stem).
+STATS_CHANNELS = sum(s.channels for s in LITE0_STAGES[1:])
 
 
 class StemMaps(NamedTuple):
-    """The stem's maps: stride 16 (N,112,H/16,W/16) and stride 32 before the head (N,320,ceil(H/32),ceil(W/32))."""
+    """The stem's maps: stride 16 (N,112,H/16,W/16) and stride 32 before the head (N,320,ceil(H/32),ceil(W/32)).
+
+    ``stats`` (N, 2 * STATS_CHANNELS) holds the per-channel mean and std of the outputs of stages 2-7: a global
+    summary in which the early, high-resolution stages (noise, blur, compression) still show.
+    """
 
     s16: Tensor
     s32: Tensor
+    stats: Tensor | None = None
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -151,6 +160,7 @@ class EfficientNetLite0(nn.Module):
                 cin = spec.channels
                 if stride == 16:
                     self.s16_index = len(blocks) - 1
+        self.stage_ends = tuple(i - 1 for i in accumulate(spec.repeats for spec in LITE0_STAGES))[1:]
         self.blocks = nn.ModuleList(blocks)
         self.s16_channels = blocks[self.s16_index].project.conv.out_channels
         self.s32_channels = cin
@@ -178,11 +188,15 @@ class EfficientNetLite0(nn.Module):
         """Images normalised to [-1, 1] (N,3,H,W) -> the stride-16 and stride-32 maps (see :class:`StemMaps`)."""
         x = self.stem(x.to(self.stem.conv.weight.dtype))
         s16 = x
+        stats: list[Tensor] = []
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i == self.s16_index:
                 s16 = x
-        return StemMaps(s16, x)
+            if i in self.stage_ends:
+                flat = x.flatten(2).float()
+                stats += [flat.mean(-1), flat.std(-1, correction=0)]
+        return StemMaps(s16, x, torch.cat(stats, dim=1).to(x.dtype))
 
     def forward(self, x: Tensor) -> Tensor:
         """Images normalised to [-1, 1] (N,3,H,W) -> ImageNet logits (N, 1000)."""

@@ -15,13 +15,15 @@ A hybrid image tower (``VisionConfig.stem``) replaces the patchify conv with a p
 convolutional stem (EfficientNet-Lite0): its stride-16 map and its upsampled stride-32 head map, each
 layer-normalised and then projected to the tower's width, are the patch tokens. Every hook above works
 unchanged; ``stem_features`` and ``embed_stem_features`` split ``embed_patches`` so training can cache
-the frozen stem's output per crop.
+the frozen stem's output per crop. With ``VisionConfig.stem_stats`` the stem's per-stage channel statistics,
+projected, are added to the class token (``forward`` and ``forward_stem_features`` do it; a caller that runs
+``forward_tokens`` itself passes ``cls_extra=visual.embed_stem_stats(maps)``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clipiq.clip.config import CLIPConfig, TextConfig, VisionConfig
-from clipiq.clip.efficientnet import EfficientNetLite0, StemMaps, load_lite0_into
+from clipiq.clip.efficientnet import STATS_CHANNELS, EfficientNetLite0, StemMaps, load_lite0_into
 
 PromptList = Sequence[Tensor | None]
 
@@ -179,6 +181,12 @@ class VisionTower(nn.Module):
             self.stem_norm16 = nn.LayerNorm(self.stem.s16_channels, eps=eps)
             self.stem_norm32 = nn.LayerNorm(self.stem.head_channels, eps=eps)
             self.patch_embed = nn.Linear(self.stem.s16_channels + self.stem.head_channels, w)
+            if cfg.stem_stats:
+                self.stats_norm = nn.LayerNorm(2 * STATS_CHANNELS, eps=eps)
+                self.stats_proj = nn.Linear(2 * STATS_CHANNELS, w)
+                # Starts at zero, so the class token begins as a plain ViT's and the statistics are learnt in.
+                nn.init.zeros_(self.stats_proj.weight)
+                nn.init.zeros_(self.stats_proj.bias)
             if pretrained_stem and not self.stem.stem.conv.weight.is_meta:
                 load_lite0_into(self.stem)
         self.cls_token = nn.Parameter(scale * torch.randn(w))
@@ -236,7 +244,7 @@ class VisionTower(nn.Module):
         """Stem maps from ``stem_features`` (any float dtype) -> patch tokens (N, gh*gw, W) with position embeddings."""
         if self.stem is None:
             raise ValueError("embed_stem_features needs a hybrid image tower (VisionConfig.stem is None)")
-        s16, s32 = maps
+        s16, s32 = maps[0], maps[1]
         if s16.ndim != 4 or s32.ndim != 4 or s16.shape[1] != self.stem.s16_channels \
                 or s32.shape[1] != self.stem.s32_channels:
             raise ValueError(
@@ -256,6 +264,19 @@ class VisionTower(nn.Module):
         t = self.patch_embed(torch.cat([t16, t32], dim=-1))
         return t + self.grid_pos_embed(gh, gw)
 
+    def embed_stem_stats(self, maps: StemMaps | Sequence[Tensor]) -> Tensor | None:
+        """The class-token addition (N, W) from the stem's stage statistics; None when the tower has none."""
+        if not self.cfg.stem_stats:
+            return None
+        if len(maps) < 3 or maps[2] is None or maps[2].shape[-1] != 2 * STATS_CHANNELS:
+            raise ValueError(f"this tower needs the stem's stage statistics (N, {2 * STATS_CHANNELS}) as the third "
+                             "entry of the stem maps")
+        return self.stats_proj(self.stats_norm(maps[2].to(self.patch_embed.weight.dtype)))
+
+    def forward_stem_features(self, maps: StemMaps | Sequence[Tensor], **kwargs) -> TowerOutput:
+        """Encode cached stem maps (as ``forward`` encodes images), statistics included when the tower uses them."""
+        return self.forward_tokens(self.embed_stem_features(maps), cls_extra=self.embed_stem_stats(maps), **kwargs)
+
     def freeze_stem(self, frozen: bool = True) -> None:
         """Freeze (the default after construction) or unfreeze a hybrid tower's stem, batch norms included."""
         if self.stem is None:
@@ -270,23 +291,43 @@ class VisionTower(nn.Module):
         attn_mask: Tensor | None = None,
         return_tokens: bool = False,
         return_hidden: bool = False,
+        cls_extra: Tensor | None = None,
+        prompts_before_ln_pre: bool = False,
+        pre_ln_post: Callable[[Tensor], Tensor] | None = None,
     ) -> TowerOutput:
-        """Encode one or several token streams (each (N,L_i,W)) merged behind a single class token."""
+        """Encode one or several token streams (each (N,L_i,W)) merged behind a single class token.
+
+        ``cls_extra`` (N,W), e.g. ``embed_stem_stats(maps)``, is added to the class token.
+        ``prompts_before_ln_pre`` inserts layer 0's prompts before ``ln_pre`` (CLIP-DQA's order) instead of after.
+        ``pre_ln_post`` (e.g. a trainable norm) maps the final sequence (N,L,W) before ``ln_post``.
+        """
         if isinstance(streams, Tensor):
             streams = [streams]
         x = torch.cat(list(streams), dim=1)
         n = x.shape[0]
         cls = (self.cls_token + self.pos_embed[0]).to(x.dtype).expand(n, 1, -1)
-        x = self.ln_pre(torch.cat([cls, x], dim=1))
+        if cls_extra is not None:
+            cls = cls + cls_extra.to(x.dtype).unsqueeze(1)
+        x = torch.cat([cls, x], dim=1)
+        n_prompts = 0
+        if prompts_before_ln_pre and deep_prompts is not None and len(deep_prompts) and deep_prompts[0] is not None:
+            x = _put_prompts(x, deep_prompts[0], 0)
+            n_prompts = deep_prompts[0].shape[-2]
+            deep_prompts = [None, *deep_prompts[1:]]
+        x = self.ln_pre(x)
         x, n_prompts, hidden = self.transformer(
-            x, attn_mask=attn_mask, deep_prompts=deep_prompts, return_hidden=return_hidden
+            x, attn_mask=attn_mask, deep_prompts=deep_prompts, n_prompts=n_prompts, return_hidden=return_hidden
         )
+        if pre_ln_post is not None:
+            x = pre_ln_post(x)
         pooled = self.ln_post(x[:, 0]) @ self.proj
         tokens = self.ln_post(x[:, 1 + n_prompts :]) @ self.proj if return_tokens else None
         return TowerOutput(pooled, tokens, hidden, n_prompts)
 
     def forward(self, x: Tensor, **kwargs) -> TowerOutput:
         """Encode normalised images (N,3,H,W) of any size."""
+        if self.stem is not None and self.cfg.stem_stats:
+            return self.forward_stem_features(self.stem_features(x), **kwargs)
         return self.forward_tokens(self.embed_patches(x), **kwargs)
 
 
@@ -321,18 +362,20 @@ class TextTower(nn.Module):
         deep_prompts: PromptList | None = None,
         n_prompts: int = 0,
         return_tokens: bool = False,
+        return_hidden: bool = False,
     ) -> TowerOutput:
         """Encode an embedding sequence (N,L,W); ``n_prompts`` context vectors already sit after SOT."""
         if x.ndim != 3 or x.shape[1] > self.cfg.context_length:
             raise ValueError(f"text embeddings must be (N, L<={self.cfg.context_length}, W), got {tuple(x.shape)}")
         x = x + self.pos_embed[: x.shape[1]].to(x.dtype)
         start = n_prompts
-        x, n_prompts, _ = self.transformer(x, is_causal=True, deep_prompts=deep_prompts, n_prompts=n_prompts)
+        x, n_prompts, hidden = self.transformer(x, is_causal=True, deep_prompts=deep_prompts, n_prompts=n_prompts,
+                                                return_hidden=return_hidden)
         x = self.ln_final(x)
         # Inserting prompts (rather than replacing) shifts the end-of-text position.
         idx = eot_index.to(x.device) + (n_prompts - start)
         pooled = x[torch.arange(x.shape[0], device=x.device), idx] @ self.proj
-        return TowerOutput(pooled, x @ self.proj if return_tokens else None, None, n_prompts)
+        return TowerOutput(pooled, x @ self.proj if return_tokens else None, hidden, n_prompts)
 
     def forward(self, tokens: Tensor, **kwargs) -> TowerOutput:
         """Encode token ids (N,L); the end-of-text token has the largest id, so argmax finds it."""

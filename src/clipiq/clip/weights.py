@@ -58,7 +58,7 @@ ACTIVATIONS = ("quick_gelu", "gelu")
 INTERPOLATIONS = ("bicubic", "bilinear")
 
 _OFFLINE_ALTERNATIVES = (
-    "Offline alternatives that need no download: the built-in 'degradation-clip' model, "
+    "Offline alternatives that need no download: the built-in 'degradation-clip-v2' and 'degradation-clip' models, "
     "and 'test-tiny' (random weights, for smoke tests only)."
 )
 
@@ -265,6 +265,27 @@ WEIGHTS.add(
         image_size=128,
         license="MIT",  # this project's own model, under the project's licence
         description="Small CLIP trained by clipiq on synthetic degradations of real photos; knows degradations, "
-        "not scene semantics. Offline default.",
+        "not scene semantics. The first offline model (clipiqa's default is now degradation-clip-v2).",
+    )
+)
+
+
+# clipiq's second offline model: a CLIP on the frozen EfficientNet-Lite0 stem (docs/models/degradation-clip-v2.md).
+# The file holds no stem weights: load_clip fills them from the stem's own sha256-pinned package record.
+WEIGHTS.add(
+    PretrainedWeights(
+        name="degradation-clip-v2",
+        arch="degradation-clip-v2",
+        package_file="weights/degradation-clip-v2.safetensors",
+        sha256="605743b6ca34817987b5b9c608e917125f11b5b57e50848829e758934ea422a3",
+        size=16799938,
+        layout="clipiq",
+        act="gelu",
+        image_size=224,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        license="MIT",  # this project's own model, under the project's licence
+        description="CLIP on the frozen ImageNet EfficientNet-Lite0 stem, trained by clipiq on synthetic and "
+        "camera-like degradations with SSIM labels. Offline default of clipiqa.",
     )
 )

@@ -2,10 +2,12 @@
 
 Every operation takes a float image (3,H,W) or batch (N,3,H,W) in [0,1] and returns the same shape,
 dtype and device, clamped to [0,1]. ``apply(image, name, level, seed)`` looks up the documented level
-parameters in ``DEGRADATIONS``; ``compose`` chains several; ``sample_recipe`` draws random chains.
+parameters in ``DEGRADATIONS``; ``compose`` chains several; ``sample_recipe`` draws random chains;
+``CAMERA_RECIPES`` names camera-pipeline composites (``camera_recipe`` draws their levels).
 """
 
 from clipiq.degrade._common import linear_to_srgb, srgb_to_linear
+from clipiq.degrade.camera import CAMERA_RECIPES, camera_composite, camera_recipe
 from clipiq.degrade.docs import degradations_markdown
 from clipiq.degrade.kernels import disk_kernel, motion_kernel, motion_trajectory
 from clipiq.degrade.lowlight import lowlight_blur_pair, lowlight_blur_params
@@ -42,6 +44,7 @@ from clipiq.degrade.registry import (
 from clipiq.degrade.resize import imresize
 
 __all__ = [
+    "CAMERA_RECIPES",
     "DEGRADATIONS",
     "FAMILIES",
     "NUM_LEVELS",
@@ -49,6 +52,8 @@ __all__ = [
     "Degradation",
     "apply",
     "banding",
+    "camera_composite",
+    "camera_recipe",
     "color_cast",
     "compose",
     "contrast_change",
