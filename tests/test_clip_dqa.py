@@ -9,14 +9,18 @@ import torch
 import clipiq
 from clipiq.clip import load_clip
 from clipiq.clip.preprocess import grid_count
+from clipiq.clip.prompts import prompt_probabilities
+from clipiq.clip.tokenizer import tokenize
 from clipiq.iqa.checkpoint import CheckpointError, read_method_checkpoint, save_method_checkpoint
 from clipiq.iqa.clip_dqa import CLIPDQAModel, build_model, load_model
+
+TINY = {"backbone": "test-tiny", "n_ctx": 4, "ctx_init": "a photo of a", "patch_stride": 96, "patch_batch": 5}
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    m = build_model({"backbone": "test-tiny", "n_ctx": 4, "patch_stride": 96, "patch_batch": 5})
+    m = build_model(TINY)
     with torch.no_grad():  # non-trivial prompts so every piece matters
         for p in m.parameters():
             if p.requires_grad:
@@ -27,7 +31,8 @@ def model():
 def test_only_prompts_train_and_gradients_reach_them(model):
     trainable = {k for k, p in model.named_parameters() if p.requires_grad}
     assert trainable and not any(k.startswith("clip.") for k in trainable)
-    assert {"text_prompts.ctx", "text_deep"} <= trainable and any(k.startswith("couple.") for k in trainable)
+    assert {"text_prompts.ctx", "text_deep", "vision_ctx"} <= trainable
+    assert not any(k.startswith("couple.") for k in trainable)  # no text-to-vision coupling by default
     model.train()
     views = model.train_views(torch.rand(3, 240, 300), np.random.default_rng(0))
     assert [tuple(v.shape) for v in views] == [(3, 224, 224), (3, 224, 224)]
@@ -46,13 +51,72 @@ def test_one_stream_with_a_single_class_token(model):
     clip = model.clip
     g = clip.visual.embed_patches(torch.rand(1, 3, 224, 224))
     loc = clip.visual.embed_patches(torch.rand(1, 3, 224, 224))
-    out = clip.visual.forward_tokens([g, loc], deep_prompts=model.vision_prompts(), return_tokens=True)
+    out = clip.visual.forward_tokens([g, loc], deep_prompts=model.vision_prompts(), return_tokens=True,
+                                     prompts_before_ln_pre=True)
     assert out.n_prompts == 4
     assert out.tokens.shape[1] == g.shape[1] + loc.shape[1]  # both views' patch tokens, behind one CLS
-    # the vision prompts are the per-layer projections of the text prompts (MaPLe coupling)
-    vp = model.vision_prompts()
-    assert len(vp) == len(clip.visual.transformer.blocks)
-    torch.testing.assert_close(vp[1], model.couple[1](model.text_deep[0]))
+
+def test_layer0_vision_prompts_go_in_before_ln_pre(model):
+    """The authors' order; ln_pre gets a non-identity affine here (test-tiny's is the identity, where the
+    order cannot show: attention sees the prompts through ln_1, which undoes a plain normalisation)."""
+    visual = model.clip.visual
+    g = visual.embed_patches(torch.rand(1, 3, 224, 224))
+    loc = visual.embed_patches(torch.rand(1, 3, 224, 224))
+    saved = {k: v.clone() for k, v in visual.ln_pre.state_dict().items()}
+    try:
+        with torch.no_grad():
+            visual.ln_pre.weight.uniform_(0.5, 2.0)
+            visual.ln_pre.bias.normal_(0, 0.5)
+            vp, text = model.vision_prompts(), model.text_features()
+            before = visual.forward_tokens([g, loc], deep_prompts=vp, prompts_before_ln_pre=True).pooled
+            after = visual.forward_tokens([g, loc], deep_prompts=vp).pooled
+            torch.testing.assert_close(model.quality(g, loc),
+                                       prompt_probabilities(before, text, model.clip.logit_scale)[:, 1])
+            assert (before - after).abs().max() > 1e-3
+    finally:
+        visual.ln_pre.load_state_dict(saved)
+
+
+def test_independent_per_layer_prompts_and_projections_at_every_layer(model):
+    """The authors' structure: each tower has its own prompts and its own width-to-width linear per layer."""
+    depth = len(model.clip.visual.transformer.blocks)
+    wt, wv = model.clip.text.width, model.clip.visual.width
+    assert len(model.text_proj) == len(model.vision_proj) == depth
+    assert all(p.weight.shape == (wt, wt) for p in model.text_proj)
+    assert all(p.weight.shape == (wv, wv) for p in model.vision_proj)
+    assert model.vision_ctx.shape == (depth, 4, wv) and model.text_deep.shape == (depth - 1, 4, wt)
+    vp, tp = model.vision_prompts(), model._text_layers()
+    for i in range(depth):  # layer 0 included, on both towers
+        torch.testing.assert_close(vp[i], model.vision_proj[i](model.vision_ctx[i]))
+    torch.testing.assert_close(tp[0], model.text_proj[0](model.text_prompts.ctx))
+    torch.testing.assert_close(tp[1], model.text_proj[1](model.text_deep[0]))
+    maple = build_model({**TINY, "prompt_coupling": "maple"})
+    assert maple.vision_proj is None and maple.vision_ctx is None and len(maple.couple) == depth
+    torch.testing.assert_close(maple.vision_prompts()[1], maple.couple[1](maple._text_layers()[1]))
+    with pytest.raises(ValueError, match="prompt_coupling"):
+        build_model({**TINY, "prompt_coupling": "shared"})
+
+
+@pytest.mark.parametrize("coupling", ["independent", "maple"])
+def test_untrained_model_scores_like_the_zero_shot_prompt(coupling):
+    """Training starts at zero-shot "{ctx_init} bad/good photo." on the same merged views.
+
+    The text side is exact (identity projections, the phrase's own hidden states as deeper prompts); the
+    vision prompts start as zero tokens, whose only effect is taking part in attention. Measured on
+    test-tiny: at most 5e-4 apart (the scores' spread is 0.026), against 0.1-0.2 for random prompts.
+    """
+    torch.manual_seed(0)
+    m = build_model({**TINY, "prompt_coupling": coupling}).eval()
+    clip, visual = m.clip, m.clip.visual
+    imgs = torch.rand(8, 3, 240, 300) ** torch.linspace(0.3, 3, 8)[:, None, None, None]
+    g, loc = m.global_view(imgs), imgs[..., :224, :224]
+    with torch.no_grad():
+        texts = tokenize([f"a photo of a {c}." for c in ("bad photo", "good photo")])
+        txt = clip.encode_text(texts, normalize=True)
+        torch.testing.assert_close(m.text_features(), txt, atol=1e-5, rtol=1e-5)
+        img = visual.forward_tokens([visual.embed_patches(m._encode(g)), visual.embed_patches(m._encode(loc))]).pooled
+        zero_shot = prompt_probabilities(img, txt, clip.logit_scale)[:, 1]
+        torch.testing.assert_close(m(g, loc), zero_shot, atol=2e-3, rtol=0)
 
 
 def test_patch_grid_inference_equals_the_naive_loop(model):
@@ -101,10 +165,12 @@ def test_bad_configuration_errors():
         CLIPDQAModel(clip, pre, depth=9)
     with pytest.raises(ValueError, match="strides"):
         CLIPDQAModel(clip, pre, patch_stride=0)
+    with pytest.raises(ValueError, match="exactly n_ctx=4"):
+        CLIPDQAModel(clip, pre, n_ctx=4)  # the default phrase has 8 tokens
 
 
 def _save(model, path, config=None):
-    pl = model.checkpoint_payload(config or {"model": {"backbone": "test-tiny", "n_ctx": 4, "patch_stride": 96}})
+    pl = model.checkpoint_payload(config or {"model": TINY})
     return save_method_checkpoint(path, pl["method"], pl["state"], pl["config"], pl["backbone"])
 
 
@@ -116,6 +182,18 @@ def test_checkpoint_is_small_and_reloads_exactly(model, tmp_path):
     again = load_model(path)
     img = torch.rand(3, 240, 260)
     torch.testing.assert_close(again.score_image(img), model.score_image(img))
+    # a checkpoint of the earlier structure (text-to-vision coupling, no text projections) is refused clearly
+    pl = model.checkpoint_payload({"model": TINY})
+    old = {k: v for k, v in pl["state"].items() if not k.startswith(("text_proj.", "vision_"))}
+    old["couple.0.weight"] = torch.zeros(32, 16)
+    old_config = {"model": {k: v for k, v in pl["config"]["model"].items() if k not in ("prompt_coupling",
+                                                                                        "ctx_init")}}
+    old_path = save_method_checkpoint(tmp_path / "old.safetensors", pl["method"], old, old_config, pl["backbone"])
+    with pytest.raises(CheckpointError, match="predates"):
+        load_model(old_path)
+    old_path = save_method_checkpoint(tmp_path / "old.safetensors", pl["method"], old, pl["config"], pl["backbone"])
+    with pytest.raises(CheckpointError, match="couple.0.weight"):
+        load_model(old_path)
 
 
 def test_metric_needs_a_checkpoint_and_refuses_another_backbone(model, tmp_path):
@@ -126,7 +204,7 @@ def test_metric_needs_a_checkpoint_and_refuses_another_backbone(model, tmp_path)
     scores = metric(torch.rand(2, 3, 230, 250))
     assert scores.shape == (2,) and ((scores >= 0) & (scores <= 1)).all()
     # a checkpoint claiming another backbone's fingerprint is refused
-    pl = model.checkpoint_payload({"model": {"backbone": "test-tiny"}})
+    pl = model.checkpoint_payload({"model": TINY})
     pl["backbone"]["sha256"] = "0" * 64
     wrong = save_method_checkpoint(tmp_path / "wrong.safetensors", "clip-dqa", pl["state"], pl["config"],
                                    pl["backbone"])
@@ -148,8 +226,7 @@ def test_cli_score_with_checkpoint_and_stride(model, tmp_path, examples_dir, cap
     assert text.count("\n") == 1 + len(list(examples_dir.glob("*.png"))) + len(list(examples_dir.glob("*.jpg")))
     assert "dqa.safetensors#" in text  # the checkpoint is part of the scores' identity
     # resuming into the same file with another checkpoint is refused
-    other = _save(model, tmp_path / "other.safetensors", {"model": {"backbone": "test-tiny", "n_ctx": 4},
-                                                          "seed": 1})
+    other = _save(model, tmp_path / "other.safetensors", {"model": TINY, "seed": 1})
     assert main(["score", str(examples_dir), "--metric", "clip-dqa", "--checkpoint", str(other),
                  "-o", str(out)]) == 2
     assert "already holds scores" in capsys.readouterr().err
@@ -172,6 +249,7 @@ def test_train_cli_end_to_end_on_synthetic_dehazed(tmp_path, photos_dir, capsys)
     assert len(rows) == 3
     log = read_metrics(run / "round00" / "metrics.csv")
     assert {r["step"] for r in log if r["phase"] == "val" and r["name"] == "srcc"} == {3, 6}  # once per epoch
+    assert {r["step"] for r in log if r["name"] == "train_srcc"} == {3, 6}  # underfitting shows in the log
     metric = clipiq.create_metric("clip-dqa", checkpoint=summary["checkpoint"])
     labels = sorted((tmp_path / "data").rglob("*_dcp.png"))
     assert metric(labels[:2]).shape == (2,)

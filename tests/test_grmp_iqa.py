@@ -76,16 +76,49 @@ def test_project_gradient_refuses_bad_input():
         project_gradient(torch.ones(2), [torch.ones(2)], 1.0)
 
 
+def test_what_trains_in_each_stage_and_the_vpt_init():
+    """The authors' fine-tuning set: context, last blocks of both towers, final norms, prompt_norm; VPT frozen."""
+    torch.manual_seed(0)
+    vit = {"backbone": "test-tiny", "vpt_length": 4}
+    model = build_model({**vit, "tune_blocks": 2}, device=CPU)  # test-tiny's towers have 2 blocks: all tune
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert names == {"text_prompts.ctx", "prompt_norm.weight", "prompt_norm.bias"} | {
+        n for n, _ in model.named_parameters()
+        if n.startswith(("clip.visual.transformer.blocks.", "clip.text.transformer.blocks.", "clip.visual.ln_post.",
+                         "clip.text.ln_final."))}
+    one = {n for n, p in build_model({**vit, "tune_blocks": 1}, device=CPU).named_parameters() if p.requires_grad}
+    assert not any(n.startswith(("clip.visual.transformer.blocks.0.", "clip.text.transformer.blocks.0.",
+                                 "vision_prompts.")) for n in one)
+    vpt = {n for n, p in build_model({**vit, "tune_blocks": 1, "train_vpt": True}, device=CPU).named_parameters()
+           if p.requires_grad}
+    assert vpt - one == {"vision_prompts.tokens", "vision_prompts.proj.weight", "vision_prompts.proj.bias"}
+    pre = build_model({**vit, "tune_blocks": 1}, stage="pretrain", device=CPU)
+    assert {n for n, p in pre.named_parameters() if p.requires_grad} == set(pre.prompt_keys())
+    # VPT's init: uniform in +-sqrt(6 / (3 * 16^2 + 32)) for test-tiny (patch 16, width 32); Kaiming projection
+    bound = math.sqrt(6 / (3 * 16 * 16 + 32))
+    tokens = model.vision_prompts.tokens
+    assert tokens.abs().max() <= bound and tokens.abs().max() > 0.9 * bound
+    assert model.vision_prompts.proj.bias.abs().max() == 0
+    assert abs(float(model.vision_prompts.proj.weight.std()) - math.sqrt(2 / 32)) < 0.05
+    # prompt_norm sits before ln_post on the vision path; at its identity start it changes nothing
+    x = torch.rand(2, 3, 224, 224)
+    visual = model.eval().clip.visual  # eval: no prompt dropout
+    with torch.no_grad():
+        plain = visual.forward_tokens(visual.embed_patches(x), deep_prompts=model.vision_prompts()).pooled
+        torch.testing.assert_close(model.image_features(x), plain, atol=1e-4, rtol=1e-4)
+        model.prompt_norm.weight.uniform_(0.5, 2.0)  # (a uniform bias would vanish in ln_post)
+        assert (model.image_features(x) - plain).abs().max() > 1e-2
+
+
 def test_backward_projects_every_trainable_tensor():
     torch.manual_seed(0)
     model = build_model(TINY, {"lambda": 5.0}, device=CPU)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
-    for group in ("text_prompts.ctx", "vision_prompts.tokens", "vision_prompts.proj.",
-                  "clip.visual.transformer.blocks.1.", "clip.visual.ln_post.", "clip.text.transformer.blocks.1.",
-                  "clip.text.ln_final."):
+    for group in ("text_prompts.ctx", "prompt_norm.", "clip.visual.transformer.blocks.1.", "clip.visual.ln_post.",
+                  "clip.text.transformer.blocks.1.", "clip.text.ln_final."):
         assert any(n.startswith(group) for n in names), f"{group} does not train"
     assert not any(n.startswith(("clip.visual.transformer.blocks.0.", "clip.text.transformer.blocks.0.",
-                                 "zero_shot.")) for n in names)
+                                 "zero_shot.", "vision_prompts.")) for n in names)
     model.train()
     losses = model.training_losses(torch.rand(4, 3, 224, 224), torch.tensor([0.0, 0.3, 0.7, 1.0]))
     assert set(losses) == {"loss", "kl"} and losses["kl"] > 0
@@ -126,7 +159,15 @@ def test_checkpoint_round_trip_meta_init_and_backbone_refusal(tmp_path):
     model = _trained_like(build_model(TINY, {"lambda": 5.0}, device=CPU))
     pl = model.checkpoint_payload({"model": TINY})
     assert not any(k.startswith("zero_shot.") for k in pl["state"])  # the frozen reference is not saved
+    assert set(model.prompt_keys()) <= set(pl["state"])  # the frozen VPT tokens are, to rebuild the model
     path = save_method_checkpoint(tmp_path / "ft.safetensors", pl["method"], pl["state"], pl["config"], pl["backbone"])
+    # checkpoints of the earlier structure (no prompt_norm; or without the frozen prompts) are refused by name
+    for drop in ("prompt_norm.", "vision_prompts."):
+        old = {k: v for k, v in pl["state"].items() if not k.startswith(drop)}
+        old_path = save_method_checkpoint(tmp_path / "old.safetensors", pl["method"], old, pl["config"],
+                                          pl["backbone"])
+        with pytest.raises(CheckpointError, match=f"missing: {drop}"):
+            create_metric("grmp-iqa", checkpoint=old_path, device="cpu")
     metric = create_metric("grmp-iqa", checkpoint=path, device="cpu")
     images = torch.rand(3, 3, 250, 300)
     before = model.predict(list(images))

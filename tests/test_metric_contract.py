@@ -1,13 +1,15 @@
 """The contract every registered metric keeps, on the random ``test-tiny`` backbone.
 
 Metrics are discovered from the registry, so a new one is tested here without editing this file. A
-metric that needs a checkpoint gets an untrained one, written by its own method module's
-``build_model`` and ``checkpoint_payload`` (the IQA training protocol's model interface).
+metric that takes a checkpoint (required, or one shipped for another backbone) gets an untrained one,
+written by its own method module's ``build_model`` and ``checkpoint_payload`` (the IQA training
+protocol's model interface).
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -54,7 +56,7 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Builder:
     def make(name: str, device: torch.device, fresh: bool = False, **options: Any) -> QualityMetric:
         key = (name, str(device), tuple(sorted(options.items())))
         if fresh or key not in cache:
-            if get_metric_spec(name).needs_checkpoint:
+            if "checkpoint" in known_options(name):
                 if name not in checkpoints:
                     checkpoints[name] = _untrained_checkpoint(name, tmp_path_factory.mktemp(name))
                 options = {"checkpoint": checkpoints[name], **options}
@@ -142,7 +144,8 @@ def test_bad_inputs_name_the_input(name, build, bad, error, match):
 def test_unknown_and_wrongly_typed_options_raise(name):
     known = known_options(name)
     # Every metric takes batch_size: the CLI passes --batch-size to whichever metric it builds.
-    with pytest.raises(ConfigError, match=rf"unknown option 'foo' for metric '{name}'; known options: .*batch_size"):
+    unknown = rf"unknown option 'foo' for metric '{re.escape(name)}'; known options: .*batch_size"
+    with pytest.raises(ConfigError, match=unknown):
         create_metric(name, model="test-tiny", device="cpu", foo=1)
     assert {"model", "weights", "device", "precision"}.isdisjoint(known)
     with pytest.raises(ConfigError, match=r"Did you mean 'batch_size'"):
@@ -186,7 +189,7 @@ def test_listing_metrics_imports_no_method_module():
             "print(sorted(m for m in sys.modules if m.startswith('clipiq.iqa.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     loaded = out.strip().splitlines()[-1]
-    for module in ("clipiq.iqa.clipiqa", "clipiq.iqa.clip_dqa", "clipiq.iqa.grmp_iqa"):
+    for module in ("clipiq.iqa.clipiqa", "clipiq.iqa.clipiqa_plus", "clipiq.iqa.clip_dqa", "clipiq.iqa.grmp_iqa"):
         assert module not in loaded
     for n in list_metrics():
         assert n in out

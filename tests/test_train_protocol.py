@@ -94,6 +94,13 @@ def test_early_stopping_stops_after_patience(tmp_path):
     assert again["steps"] == 10 and again["stopped_early"]
 
 
+def test_no_early_stop_before_min_steps(tmp_path):
+    task = _ScriptedTask([0.5, 0.1, 0.1, 0.1, 0.1, 0.1, 0.9])
+    out = Trainer(task, _cfg(patience=2, min_steps=12), tmp_path, torch.device("cpu"), progress=False).fit()
+    # patience runs out at step 6, but the run goes on to the first evaluation at or after step 12
+    assert out["stopped_early"] and out["steps"] == 12 and task.evals == 6
+
+
 def test_no_patience_runs_all_steps(tmp_path):
     task = _ScriptedTask([0.5, 0.1])
     out = Trainer(task, _cfg(patience=0), tmp_path, torch.device("cpu"), progress=False).fit()

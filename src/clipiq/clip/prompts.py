@@ -6,6 +6,7 @@ frozen and shared, so a method never copies the backbone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -56,15 +57,19 @@ class TextPrompts(nn.Module):
         self.register_buffer("suffix", emb[:, 1 + n_ctx :].clone(), persistent=False)
         self.register_buffer("eot_index", tokens.argmax(dim=-1), persistent=False)
 
-    def embeddings(self) -> Tensor:
-        """The prompt embedding sequences (C, 77, W) with the context in place."""
+    def embeddings(self, ctx: Tensor | None = None) -> Tensor:
+        """The prompt embedding sequences (C, 77, W) with the context (``ctx``, default the own) in place."""
         n = len(self.classnames)
-        ctx = self.ctx.unsqueeze(0).expand(n, -1, -1)
+        ctx = (self.ctx if ctx is None else ctx).unsqueeze(0).expand(n, -1, -1)
         return torch.cat([self.prefix.to(ctx.dtype), ctx, self.suffix.to(ctx.dtype)], dim=1)
 
-    def forward(self, clip: CLIP, deep_prompts: PromptList | None = None, normalize: bool = True) -> Tensor:
-        """Class text embeddings (C, embed_dim); ``deep_prompts[i]`` replaces the context slot at layer i."""
-        x = self.embeddings().to(clip.dtype)
+    def forward(self, clip: CLIP, deep_prompts: PromptList | None = None, normalize: bool = True,
+                ctx: Tensor | None = None) -> Tensor:
+        """Class text embeddings (C, embed_dim); ``deep_prompts[i]`` replaces the context slot at layer i.
+
+        ``ctx`` (n_ctx, W) stands in for the own context, e.g. the context after a learnt projection.
+        """
+        x = self.embeddings(ctx).to(clip.dtype)
         if deep_prompts is not None and len(deep_prompts) and deep_prompts[0] is not None:
             raise ValueError("deep_prompts[0] must be None: layer 0 already holds the learnable context")
         out = clip.text.forward_embeds(x, self.eot_index, deep_prompts=deep_prompts, n_prompts=self.n_ctx).pooled
@@ -76,18 +81,30 @@ class DeepPrompts(nn.Module):
 
     ``length`` tokens per layer; with ``proj_dim`` the tokens live in that size and a linear
     projection (plus dropout) maps them to the tower width, as in VPT's projected variant.
+    ``init`` is "normal" (tokens N(0, init_std^2), PyTorch's default projection) or "vpt" (VPT's: tokens
+    uniform in +-sqrt(6 / (3 * patch_size^2 + dim)), the Xavier bound of a patch embedding with the prompt's
+    size as fan-out; projection weight Kaiming-normal with fan-out, bias zero).
     Returns the list the towers' ``deep_prompts`` hook takes.
     """
 
     def __init__(self, depth: int, length: int, width: int, proj_dim: int | None = None, dropout: float = 0.0,
-                 init_std: float = 0.02):
+                 init_std: float = 0.02, init: str = "normal", patch_size: int | None = None):
         super().__init__()
         if depth < 1 or length < 1:
             raise ValueError(f"depth and length must be at least 1, got depth={depth}, length={length}")
+        if init not in ("normal", "vpt") or (init == "vpt" and not patch_size):
+            raise ValueError(f"init must be 'normal' or 'vpt' (with patch_size), got {init!r}, "
+                             f"patch_size={patch_size}")
         dim = proj_dim or width
         self.tokens = nn.Parameter(torch.randn(depth, length, dim) * init_std)
         self.proj = nn.Linear(dim, width) if proj_dim else None
         self.dropout = nn.Dropout(dropout)
+        if init == "vpt":
+            bound = math.sqrt(6.0 / (3 * int(patch_size) ** 2 + dim))
+            nn.init.uniform_(self.tokens, -bound, bound)
+            if self.proj is not None:
+                nn.init.kaiming_normal_(self.proj.weight, mode="fan_out")
+                nn.init.zeros_(self.proj.bias)
 
     @property
     def depth(self) -> int:

@@ -2,11 +2,10 @@
 
 A frozen CLIP sees a global view (the whole image resized to the model's input size) and a local
 view (one input-size patch of the full-resolution image) as one merged token stream behind a single
-class token, through the backbone's ``forward_tokens`` hook. Multimodal deep prompts (MaPLe-style)
-are the only trained tensors: ``n_ctx`` learnable text context vectors in front of "bad photo" /
-"good photo", new text prompt tokens at every later layer (replacing the previous layer's), and per
-layer a linear projection from the text prompts to the vision prompts of that layer. The score is
-the softmax probability of "good photo".
+class token, through the backbone's ``forward_tokens`` hook. Multimodal deep prompts are the only trained
+tensors, structured as in the authors' code: per layer, ``n_ctx`` text prompt tokens (layer 0's are the
+context in front of "bad photo" / "good photo") and ``n_ctx`` vision prompt tokens, each layer's through
+its own linear projection. The score is the softmax probability of "good photo".
 
 Inference scores every input-size patch of the full-resolution image on a stride grid, each with the
 global view, and averages: the global view's patch tokens are computed once per image and the local
@@ -30,7 +29,7 @@ from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess
 from clipiq.clip.prompts import TextPrompts, prompt_probabilities
 from clipiq.core.tensors import load_trainable_state, trainable_state
-from clipiq.iqa.checkpoint import backbone_record, open_with_backbone, payload
+from clipiq.iqa.checkpoint import CheckpointError, backbone_record, open_with_backbone, payload
 from clipiq.iqa.registry import get_metric_spec
 from clipiq.iqa.trained import TrainedMetric
 
@@ -38,12 +37,18 @@ log = logging.getLogger(__name__)
 
 METHOD = "clip-dqa"
 
+COUPLINGS = ("independent", "maple")
+
 #: The model section of a CLIP-DQA config (what a checkpoint needs to rebuild the prompts).
 MODEL_DEFAULTS: dict[str, Any] = {
     "backbone": "ViT-B-32/openai",
     "weights": None,
     "n_ctx": 8,
     "classnames": ["bad photo", "good photo"],
+    # The text context starts from this phrase of n_ctx tokens (or "random"): "{phrase} bad photo." then
+    # reads as a zero-shot prompt, and training starts at that zero-shot model.
+    "ctx_init": "this is a photo that looks like a",
+    "prompt_coupling": "independent",  # independent (the authors' code) | maple (vision prompts from text ones)
     "depth": None,  # prompted layers; None = every layer both towers have
     "patch_stride": 64,  # inference grid stride in pixels (the paper's unfold)
     "val_stride": None,  # grid stride during validation (None = patch_stride); larger is faster
@@ -51,14 +56,42 @@ MODEL_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _identity_linear(width: int) -> nn.Linear:
+    lin = nn.Linear(width, width)
+    with torch.no_grad():
+        lin.weight.copy_(torch.eye(width))
+        lin.bias.zero_()
+    return lin
+
+
+def _zero_linear(d_in: int, d_out: int) -> nn.Linear:
+    lin = nn.Linear(d_in, d_out)
+    nn.init.zeros_(lin.weight)
+    nn.init.zeros_(lin.bias)
+    return lin
+
+
 class CLIPDQAModel(nn.Module):
-    """Frozen CLIP plus CLIP-DQA's multimodal deep prompts; implements the IQA protocol's model interface."""
+    """Frozen CLIP plus CLIP-DQA's multimodal deep prompts; implements the IQA protocol's model interface.
+
+    Text prompts: ``n_ctx`` tokens per layer (layer 0's is the CoOp context, later layers' replace the slot),
+    each layer's through its own ``Linear(text width, text width)``. Vision prompts (``independent``, the
+    authors' structure): ``n_ctx`` tokens per layer, each layer's through its own ``Linear(vision width, vision
+    width)``; layer 0's go in before ``ln_pre``. With ``maple`` the vision prompts of layer i are instead a
+    ``Linear(text width, vision width)`` of layer i's projected text prompts.
+
+    Initialisation starts training at the zero-shot model: the text projections are identities, the context
+    is the phrase ``ctx_init`` and the later text prompts are that phrase's own hidden states, so the text
+    side is exactly the zero-shot prompt "{ctx_init} {class}."; the vision projections start at zero, so the
+    vision prompts start as zero tokens (their only effect is taking part in attention).
+    """
 
     method = METHOD
 
     def __init__(self, clip: CLIP, preprocess: Preprocess, n_ctx: int = 8,
                  classnames: Sequence[str] = ("bad photo", "good photo"), depth: int | None = None,
                  patch_stride: int = 64, val_stride: int | None = None, patch_batch: int = 64,
+                 ctx_init: str = MODEL_DEFAULTS["ctx_init"], prompt_coupling: str = "independent",
                  backbone: str | None = None, weights: str | None = None):
         super().__init__()
         if len(classnames) != 2:
@@ -66,6 +99,8 @@ class CLIPDQAModel(nn.Module):
         if patch_stride < 1 or (val_stride is not None and val_stride < 1):
             raise ValueError(f"strides must be positive pixels, got patch_stride={patch_stride}, "
                              f"val_stride={val_stride}")
+        if prompt_coupling not in COUPLINGS:
+            raise ValueError(f"prompt_coupling must be one of {', '.join(COUPLINGS)}, got {prompt_coupling!r}")
         layers = min(len(clip.visual.transformer.blocks), len(clip.text.transformer.blocks))
         depth = layers if depth is None else int(depth)
         if not 1 <= depth <= layers:
@@ -75,13 +110,34 @@ class CLIPDQAModel(nn.Module):
         self.size = preprocess.image_size
         self.patch_stride, self.val_stride, self.patch_batch = int(patch_stride), val_stride, int(patch_batch)
         self.backbone_name, self.backbone_weights = backbone, weights
+        # What a checkpoint must name to rebuild these prompts (see checkpoint_payload).
+        self.structure = {"n_ctx": int(n_ctx), "classnames": list(classnames), "ctx_init": ctx_init,
+                          "prompt_coupling": prompt_coupling, "depth": depth}
         wt, wv = clip.text.width, clip.visual.width
-        self.text_prompts = TextPrompts(clip, list(classnames), n_ctx=n_ctx)
-        # Layer 0's text prompts are the CoOp context; layers 1..depth-1 get fresh tokens.
-        self.text_deep = nn.Parameter(torch.randn(depth - 1, n_ctx, wt) * 0.02)
-        # MaPLe coupling: the vision prompts of layer i are a linear map of the text prompts of layer i.
-        self.couple = nn.ModuleList(nn.Linear(wt, wv) for _ in range(depth))
+        self.text_prompts = TextPrompts(clip, list(classnames), n_ctx=n_ctx, init=ctx_init)
+        self.text_deep = nn.Parameter(self._text_deep_init(depth, ctx_init))
+        self.text_proj = nn.ModuleList(_identity_linear(wt) for _ in range(depth))
+        self.vision_ctx: nn.Parameter | None = None
+        self.vision_proj: nn.ModuleList | None = None
+        self.couple: nn.ModuleList | None = None
+        if prompt_coupling == "independent":
+            self.vision_ctx = nn.Parameter(torch.randn(depth, n_ctx, wv) * 0.02)
+            self.vision_proj = nn.ModuleList(_zero_linear(wv, wv) for _ in range(depth))
+        else:
+            self.couple = nn.ModuleList(_zero_linear(wt, wv) for _ in range(depth))
         self._text_cache: tuple[tuple[torch.device, torch.dtype], Tensor] | None = None
+
+    def _text_deep_init(self, depth: int, ctx_init: str) -> Tensor:
+        """Text prompts of layers 1..depth-1: the context's hidden states there (phrase init), else N(0, 0.02)."""
+        n_ctx, wt = self.text_prompts.ctx.shape
+        if ctx_init == "random" or depth == 1:
+            return torch.randn(depth - 1, n_ctx, wt) * 0.02
+        # Causal attention: the context slot's hidden states do not depend on the class name after it.
+        with torch.no_grad():
+            tp = self.text_prompts
+            x = tp.embeddings()[:1].to(self.clip.device, self.clip.dtype)
+            out = self.clip.text.forward_embeds(x, tp.eot_index[:1], n_prompts=n_ctx, return_hidden=True)
+        return torch.stack([h[0, 1 : 1 + n_ctx].float().cpu() for h in out.hidden[: depth - 1]])
 
     def train(self, mode: bool = True) -> CLIPDQAModel:
         """Train mode for the prompts; the backbone stays in eval mode (it is frozen)."""
@@ -91,10 +147,14 @@ class CLIPDQAModel(nn.Module):
         return self
 
     def _text_layers(self) -> list[Tensor]:
-        return [self.text_prompts.ctx, *self.text_deep.unbind(0)]
+        """Per-layer text prompt tokens (n_ctx, text width), each through its layer's projection."""
+        raw = [self.text_prompts.ctx, *self.text_deep.unbind(0)]
+        return [proj(t) for proj, t in zip(self.text_proj, raw)]
 
     def vision_prompts(self) -> list[Tensor]:
-        """Per-layer vision prompt tokens (n_ctx, vision width), projected from the text prompts."""
+        """Per-layer vision prompt tokens (n_ctx, vision width)."""
+        if self.vision_proj is not None:
+            return [proj(t) for proj, t in zip(self.vision_proj, self.vision_ctx.unbind(0))]
         return [proj(t) for proj, t in zip(self.couple, self._text_layers())]
 
     def text_features(self) -> Tensor:
@@ -103,8 +163,8 @@ class CLIPDQAModel(nn.Module):
         key = (self.clip.device, self.clip.dtype)
         if not self.training and self._text_cache is not None and self._text_cache[0] == key:
             return self._text_cache[1]
-        deep = [None, *self.text_deep.unbind(0)]
-        feats = self.text_prompts(self.clip, deep_prompts=deep)
+        first, *deep = self._text_layers()
+        feats = self.text_prompts(self.clip, deep_prompts=[None, *deep], ctx=first)
         if not self.training:
             self._text_cache = (key, feats)
         return feats
@@ -114,7 +174,8 @@ class CLIPDQAModel(nn.Module):
 
     def quality(self, global_tokens: Tensor, local_tokens: Tensor, text: Tensor | None = None) -> Tensor:
         """P(good photo) for merged [global, local] token streams (N,G,W) and (N,L,W)."""
-        out = self.clip.visual.forward_tokens([global_tokens, local_tokens], deep_prompts=self.vision_prompts())
+        out = self.clip.visual.forward_tokens([global_tokens, local_tokens], deep_prompts=self.vision_prompts(),
+                                              prompts_before_ln_pre=True)
         text = self.text_features() if text is None else text
         return prompt_probabilities(out.pooled, text, self.clip.logit_scale)[:, 1]
 
@@ -170,10 +231,10 @@ class CLIPDQAModel(nn.Module):
         return torch.stack([self.score_image(img, stride) for img in images]).cpu()
 
     def checkpoint_payload(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """Only the prompts and projections, with the config and the backbone's identity."""
+        """Only the prompts and projections, with the config (the prompts' own structure in it) and the backbone."""
         state = {k: v for k, v in trainable_state(self).items() if not k.startswith("clip.")}
-        return payload(METHOD, state, dict(config), backbone_record(self.clip, self.backbone_name,
-                                                                    self.backbone_weights))
+        cfg = {**dict(config), "model": {**dict(config.get("model", {})), **self.structure}}
+        return payload(METHOD, state, cfg, backbone_record(self.clip, self.backbone_name, self.backbone_weights))
 
 
 def build_model(model_cfg: Mapping[str, Any], device: torch.device | str | None = None, precision: str = "fp32",
@@ -184,7 +245,9 @@ def build_model(model_cfg: Mapping[str, Any], device: torch.device | str | None 
         clip, preprocess = load_clip(cfg["backbone"], weights=cfg["weights"], device=device, precision=precision)
     model = CLIPDQAModel(clip, preprocess, n_ctx=int(cfg["n_ctx"]), classnames=cfg["classnames"],
                          depth=cfg["depth"], patch_stride=int(cfg["patch_stride"]), val_stride=cfg["val_stride"],
-                         patch_batch=int(cfg["patch_batch"]), backbone=cfg["backbone"], weights=cfg["weights"])
+                         patch_batch=int(cfg["patch_batch"]), ctx_init=str(cfg["ctx_init"]),
+                         prompt_coupling=str(cfg["prompt_coupling"]), backbone=cfg["backbone"],
+                         weights=cfg["weights"])
     return model.to(clip.device)
 
 
@@ -193,6 +256,9 @@ def load_model(checkpoint: str | os.PathLike, model: str | None = None, weights:
     """Rebuild a trained CLIP-DQA from its checkpoint (refusing a backbone other than its own)."""
     ck, clip, preprocess, name, w = open_with_backbone(checkpoint, METHOD, model, weights, device, precision)
     mcfg = dict(ck.config.get("model", {}))
+    if "prompt_coupling" not in mcfg:
+        raise CheckpointError(f"{checkpoint}: this CLIP-DQA checkpoint predates the authors' prompt structure "
+                              "(independent per-layer projections, no model.prompt_coupling); retrain it")
     m = build_model({**mcfg, "backbone": name, "weights": w}, clip=clip, preprocess=preprocess)
     load_trainable_state(m, ck.state, str(checkpoint))
     return m.eval()

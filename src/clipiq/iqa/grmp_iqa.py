@@ -4,16 +4,26 @@ probability of "high quality" against "low quality".
 
 Two training stages use this model (``clipiq.train.grmp_pretrain`` and ``clipiq.train.grmp_finetune``):
 
-* ``stage="pretrain"``: only the prompts train (meta-prompt pre-training with Reptile over distortion types).
-* ``stage="finetune"``: the prompts, the last ``tune_blocks`` blocks of both towers and their final layer
-  norms train; the quality loss's gradient is regularised against a scene-classification KL term (below).
+* ``stage="pretrain"``: only the prompts (text context, VPT tokens and their projection) train
+  (meta-prompt pre-training with Reptile over distortion types).
+* ``stage="finetune"``: as in the authors' code, the text context, the last ``tune_blocks`` blocks of both
+  towers, their final layer norms and ``prompt_norm`` (a layer norm on the vision tokens before ``ln_post``)
+  train, and the VPT tokens stay frozen (``train_vpt=True`` trains them too); the quality loss's gradient is
+  regularised against a scene-classification KL term (below).
+
+VPT initialisation as in VPT: tokens uniform in +-sqrt(6 / (3 * patch^2 + dim)), the projection's weight
+Kaiming-normal (fan-out) with a zero bias (:class:`~clipiq.clip.prompts.DeepPrompts` ``init="vpt"``).
 
 Quality-aware gradient regularisation: ``Gd`` is the gradient of the quality loss, ``Gg`` the gradient of
 ``KL(p_zs || p_model)`` between the frozen zero-shot CLIP's and the model's softmax over the scene prompts
-"a photo of a {scene}" (the direction of the authors' code and of ProGrad). When ``Gd . Gg > 0`` the update
-is ``Gd - lambda (Gd . Gg / |Gg|^2) Gg`` (:func:`project_gradient`), computed over all trainable tensors
-at once. The zero-shot reference keeps frozen copies of only what fine-tuning changes: the tuned vision
-blocks and ``ln_post`` (run through the backbone with ``torch.func.functional_call``); its scene text
+"a photo of a {scene}" (the KL direction of the authors' code and of ProGrad). As in the authors' code, the
+projection acts when the two agree: when ``Gd . Gg > 0`` the update is ``Gd - lambda (Gd . Gg / |Gg|^2) Gg``
+(:func:`project_gradient`), so with lambda 5 its component along ``Gg`` is -4 times ``Gd``'s and the step
+moves away from the zero-shot scene distribution; otherwise it is ``Gd``. (ProGrad instead projects only on
+conflict, ``Gd . Gg < 0``, removing the conflicting component.) Computed over all trainable tensors at once
+(``reg_per_tensor`` for one projection per tensor, as the authors' code). The zero-shot reference keeps
+frozen copies of only what fine-tuning changes: the tuned vision blocks and ``ln_post`` (run through the
+backbone with ``torch.func.functional_call``, without prompts or ``prompt_norm``); its scene text
 embeddings are computed once before training.
 
 Views: training takes a random crop at the model's input size S after resizing to ``train_resize`` (in
@@ -77,6 +87,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "vpt_proj_dim": None,  # prompt size before the linear projection to the tower width; None = width, 0 = none
     "vpt_dropout": 0.1,
     "tune_blocks": 4,  # last blocks of both towers trained in fine-tuning (with ln_post / ln_final)
+    "train_vpt": False,  # fine-tuning also trains the VPT tokens and projection (the authors' code: frozen)
     "train_resize": 244,  # in pixels of a 224 input (scaled to the backbone's input size)
     "test_resize": 244,
     "resize_mode": "shorter",  # shorter | squash
@@ -209,10 +220,10 @@ class GRMPIQAModel(nn.Module):
     def __init__(self, clip: CLIP, preprocess: Preprocess, *, classnames: Sequence[str] = ("high quality",
                  "low quality"), n_ctx: int = 4, ctx_init: str = "random", vpt_length: int = 100,
                  vpt_depth: int | None = None, vpt_proj_dim: int | None = None, vpt_dropout: float = 0.1,
-                 tune_blocks: int = 4, stage: str = "finetune", train_resize: int = 244, test_resize: int = 244,
-                 resize_mode: str = "shorter", test_crops: int = 1, hflip: bool = True, reg_lambda: float = 0.0,
-                 scenes: Sequence[str] = SCENES, scene_template: str = SCENE_TEMPLATE, reg_per_tensor: bool = False,
-                 backbone: str | None = None, weights: str | None = None):
+                 tune_blocks: int = 4, train_vpt: bool = False, stage: str = "finetune", train_resize: int = 244,
+                 test_resize: int = 244, resize_mode: str = "shorter", test_crops: int = 1, hflip: bool = True,
+                 reg_lambda: float = 0.0, scenes: Sequence[str] = SCENES, scene_template: str = SCENE_TEMPLATE,
+                 reg_per_tensor: bool = False, backbone: str | None = None, weights: str | None = None):
         super().__init__()
         if len(classnames) != 2:
             raise ValueError(f"classnames must be two names (high, low quality), got {list(classnames)!r}")
@@ -247,7 +258,15 @@ class GRMPIQAModel(nn.Module):
         proj = width if vpt_proj_dim is None else int(vpt_proj_dim)
         self.text_prompts = TextPrompts(clip, list(classnames), n_ctx=int(n_ctx), init=ctx_init)
         self.vision_prompts = DeepPrompts(depth, int(vpt_length), width, proj_dim=proj or None,
-                                          dropout=float(vpt_dropout))
+                                          dropout=float(vpt_dropout), init="vpt", patch_size=clip.visual.patch_size)
+        # The authors' trainable norm on the vision tokens before ln_post; it starts as the identity norm, and a
+        # norm before a norm changes nothing, so an untrained model is the plain prompted one.
+        self.prompt_norm = nn.LayerNorm(width, eps=clip.cfg.ln_eps)
+        self.train_vpt = bool(train_vpt)
+        if stage == "finetune":
+            self.vision_prompts.requires_grad_(self.train_vpt)
+        else:
+            self.prompt_norm.requires_grad_(False)
         if self.tune_blocks:
             k = self.tune_blocks
             for tower, final in ((clip.visual, clip.visual.ln_post), (clip.text, clip.text.ln_final)):
@@ -281,7 +300,8 @@ class GRMPIQAModel(nn.Module):
     def image_features(self, x: Tensor) -> Tensor:
         """Pooled image embeddings (N, D) of normalised images through the prompted vision tower."""
         visual = self.clip.visual
-        return visual.forward_tokens(visual.embed_patches(x), deep_prompts=self.vision_prompts()).pooled
+        return visual.forward_tokens(visual.embed_patches(x), deep_prompts=self.vision_prompts(),
+                                     pre_ln_post=self.prompt_norm).pooled
 
     def class_features(self) -> Tensor:
         """Normalised text embeddings of the two prompted classes (2, D); cached while nothing they use changes."""
@@ -379,8 +399,10 @@ class GRMPIQAModel(nn.Module):
         return self.score_views(torch.stack([self.eval_views(im) for im in images])).float().cpu()
 
     def checkpoint_payload(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """The tensors that trained in this stage, the config and the backbone's identity."""
-        return payload(METHOD, trainable_state(self), {**dict(config), "stage": self.stage}, self.backbone)
+        """The tensors that trained in this stage plus the prompts (frozen ones too), the config, the backbone."""
+        prompts = self.state_dict()
+        state = {**{k: prompts[k].detach() for k in self.prompt_keys()}, **trainable_state(self)}
+        return payload(METHOD, state, {**dict(config), "stage": self.stage}, self.backbone)
 
     # ---- meta-initialisation ----------------------------------------------------------------------------
 
@@ -421,7 +443,8 @@ def build_model(model_cfg: Mapping[str, Any], reg_cfg: Mapping[str, Any] | None 
     model = GRMPIQAModel(
         clip, preprocess, classnames=cfg["classnames"], n_ctx=int(cfg["n_ctx"]), ctx_init=cfg["ctx_init"],
         vpt_length=int(cfg["vpt_length"]), vpt_depth=cfg["vpt_depth"], vpt_proj_dim=cfg["vpt_proj_dim"],
-        vpt_dropout=float(cfg["vpt_dropout"]), tune_blocks=int(cfg["tune_blocks"]), stage=stage,
+        vpt_dropout=float(cfg["vpt_dropout"]), tune_blocks=int(cfg["tune_blocks"]),
+        train_vpt=bool(cfg["train_vpt"]), stage=stage,
         train_resize=cfg["train_resize"], test_resize=cfg["test_resize"], resize_mode=cfg["resize_mode"],
         test_crops=int(cfg["test_crops"]), hflip=bool(cfg["hflip"]), reg_lambda=float(reg["lambda"]),
         scenes=list(reg["scenes"]), scene_template=reg["template"], reg_per_tensor=bool(reg["per_tensor"]),
@@ -448,6 +471,10 @@ def load_model(checkpoint: str | os.PathLike, model: str | None = None, weights:
     net = build_model({**mcfg, "backbone": name, "weights": w, "meta_init": None}, None, stage=stage,
                       clip=clip, preprocess=preprocess)
     load_trainable_state(net, ck.state, str(checkpoint))
+    # Frozen VPT tokens are not trainable tensors, so load_trainable_state would not miss them.
+    missing = [k for k in net.prompt_keys() if k not in ck.state]
+    if missing:
+        raise CheckpointError(f"{checkpoint}: prompt tensors missing: {', '.join(missing)}")
     return net.eval()
 
 

@@ -127,7 +127,15 @@ register_metric(MetricSpec(
     factory="clipiq.iqa.clipiqa:CLIPIQA",
     description="Zero-shot CLIP-IQA: softmax of 'Good photo.' vs 'Bad photo.' (+ attribute pairs)",
     # Offline default; --model ViT-B-32/openai gives the original CLIP-IQA backbone.
-    default_model="degradation-clip",
+    default_model="degradation-clip-v2",
+))
+register_metric(MetricSpec(
+    name="clipiqa+",
+    factory="clipiq.iqa.clipiqa_plus:CLIPIQAPlus",
+    description="CLIP-IQA+: CLIP-IQA with CoOp-trained antonym prompts (shipped: trained on 400 LIVE Challenge "
+                "images; --checkpoint for others)",
+    # None: the shipped prompts' backbone, or a checkpoint's own (clipiqa_plus.DEFAULT_BACKBONE).
+    default_model=None,
 ))
 register_metric(MetricSpec(
     name="clip-dqa",

@@ -7,7 +7,9 @@ from clipiq.train.engine import MetricsLog, Trainer, read_metrics, seed_everythi
 # entries are lazy, so listing the tasks imports none of them.
 TRAINING_TASKS: Registry = Registry("training task")
 TRAINING_TASKS.register_lazy("degradation-clip", "clipiq.train.degradation_clip")
+TRAINING_TASKS.register_lazy("degradation-clip-v2", "clipiq.train.degradation_clip_v2")
 TRAINING_TASKS.register_lazy("clip-dqa", "clipiq.train.clip_dqa")
+TRAINING_TASKS.register_lazy("clipiqa-plus", "clipiq.train.clipiqa_plus")
 TRAINING_TASKS.register_lazy("grmp-pretrain", "clipiq.train.grmp_pretrain")
 TRAINING_TASKS.register_lazy("grmp-finetune", "clipiq.train.grmp_finetune")
 

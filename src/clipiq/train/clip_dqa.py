@@ -3,7 +3,8 @@
 The paper's recipe: frozen backbone, one random full-resolution patch plus the global view per image,
 MSE against the MOS scaled to [0,1], Adam at 1e-4, batch 64, 25 epochs, 80/20 splits by scene over 10
 rounds. Unlike the authors' code, the epoch is chosen on a validation split carved from the training
-scenes (not on the test split), and images are normalised with the backbone's own statistics.
+scenes (not on the test split), images are normalised with the backbone's own statistics, and the SRCC
+on 128 training images is logged at each evaluation (``train_srcc``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ DEFAULTS: dict[str, Any] = iqa_defaults({
     "method": "clip-dqa",
     "model": dict(MODEL_DEFAULTS),
     "train": {"epochs": 25, "batch_size": 64, "optimizer": "adam", "lr": 1e-4, "schedule": "constant"},
-    "protocol": {"rounds": 10, "ratios": [0.8, 0.2], "val_fraction": 0.1, "group": "auto"},
+    "protocol": {"rounds": 10, "ratios": [0.8, 0.2], "val_fraction": 0.1, "group": "auto", "train_eval": 128},
 })
 
 

@@ -141,12 +141,13 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "ckpt_every": 0,  # 0: at every evaluation
     "monitor": None,  # a key of evaluate()'s result, higher is better
     "patience": 0,  # evaluations without a new best before stopping; 0 never stops early
+    "min_steps": 0,  # no early stop before this step (a slow start is not a plateau)
 }
 
 
 def train_defaults(**changes: Any) -> dict[str, Any]:
     """The ``train`` section of a task's defaults: TRAIN_DEFAULTS with the task's own choices."""
-    unknown = set(changes) - set(TRAIN_DEFAULTS) - {"epochs"}
+    unknown = set(changes) - set(TRAIN_DEFAULTS) - {"epochs", "min_epochs"}
     if unknown:
         raise KeyError(f"train_defaults: unknown train keys {sorted(unknown)}")
     return {**TRAIN_DEFAULTS, **changes}
@@ -373,7 +374,7 @@ class Trainer:
         else:
             self.since_best += 1
             patience = int(self.tcfg["patience"] or 0)
-            if patience and self.since_best >= patience:
+            if patience and self.since_best >= patience and self.step >= int(self.tcfg["min_steps"] or 0):
                 self.stopped_early = True
                 log.info("early stop at step %d: no new best %s for %d evaluations (best %.4f)",
                          self.step, monitor, patience, self.best)

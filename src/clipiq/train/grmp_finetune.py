@@ -2,7 +2,8 @@
 
 The paper's recipe: k = 50 labelled images drawn from the 80 % training part of each of 10 random 80/20
 splits; SGD at lr 1e-3 (no momentum, as in the authors' code), weight decay 1e-4, the whole k-shot set as
-one batch; the prompts, the last 4 blocks of both towers and their final layer norms train; lr x 0.3 when
+one batch; the text context, the last 4 blocks of both towers, their final layer norms and ``prompt_norm``
+train while the VPT tokens stay frozen (the authors' set; ``model.train_vpt`` trains them too); lr x 0.3 when
 the validation SRCC plateaus; the quality loss's gradient is projected against the scene-KL gradient with
 lambda = 5 (``regularization``). ``model.meta_init`` starts the prompts from grmp-pretrain's meta-prompts.
 Unlike the authors' code, the checkpoint is chosen on a validation split carved from the training part,

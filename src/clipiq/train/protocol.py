@@ -68,10 +68,12 @@ IQA_DEFAULTS: dict[str, Any] = {
         "only_round": None,  # run one round (e.g. to spread rounds over machines)
         "keep_checkpoints": False,  # keep a round's last/best.safetensors (its checkpoint.safetensors stays)
         "eval_batch": 16,
+        "train_eval": 0,  # training images also scored at each evaluation (logged as train_srcc); 0: none
     },
-    # epochs > 0: steps = epochs x ceil(n_train / batch_size); 0: use steps. Early stopping on validation SRCC.
+    # epochs > 0: steps = epochs x ceil(n_train / batch_size); 0: use steps. Early stopping on validation SRCC,
+    # after `patience` evaluations without a new best, and never before `min_epochs`.
     "train": train_defaults(epochs=25, steps=0, batch_size=64, optimizer="adam", lr=1e-4, schedule="constant",
-                            monitor="srcc", patience=5),
+                            monitor="srcc", patience=5, min_epochs=0),
 }
 
 
@@ -233,6 +235,10 @@ class IQATask:
         self.device = device or torch.device("cpu")
         self.batch_size = min(int(cfg["train"]["batch_size"]), len(self.train_idx))
         self.workers = int(cfg["data"].get("workers", 2))
+        # A fixed, seeded subset of the training part scored like the validation part: underfitting shows.
+        n_eval = min(int(cfg["protocol"].get("train_eval", 0) or 0), len(self.train_idx))
+        pick = np.random.default_rng([self.seed, 1]).permutation(len(self.train_idx))[:n_eval]
+        self.train_eval_idx = [self.train_idx[i] for i in sorted(pick)] if n_eval >= 3 else []
 
     @property
     def steps_per_epoch(self) -> int:
@@ -274,11 +280,17 @@ class IQATask:
         else:
             losses["loss"].backward()
 
+    def _correlations(self, indices: Sequence[int]) -> dict[str, float]:
+        pred = predict_indices(self.model, self.images, indices, int(self.cfg["protocol"]["eval_batch"]), "val",
+                               self.workers)
+        return correlations(pred, self.targets[list(indices)])
+
     def evaluate(self) -> dict[str, float]:
-        """SRCC/PLCC/KRCC/RMSE on the validation part."""
-        pred = predict_indices(self.model, self.images, self.val_idx, int(self.cfg["protocol"]["eval_batch"]),
-                               "val", self.workers)
-        return correlations(pred, self.targets[self.val_idx])
+        """SRCC/PLCC/KRCC/RMSE on the validation part, and train_srcc when ``protocol.train_eval`` is set."""
+        out = self._correlations(self.val_idx)
+        if self.train_eval_idx:
+            out["train_srcc"] = self._correlations(self.train_eval_idx)["srcc"]
+        return out
 
     def checkpoint_payload(self) -> dict[str, Any]:
         """The method checkpoint of the current state."""
@@ -314,13 +326,17 @@ def _summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def run_protocol(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.device,
                  build: Callable[[Mapping[str, Any], torch.device], Any], resume: bool = True,
-                 progress: bool | None = None, labels: IQALabels | None = None) -> dict[str, Any]:
-    """Run the n-round protocol of ``cfg`` for the method ``build`` makes; returns the summary."""
+                 progress: bool | None = None, labels: IQALabels | None = None,
+                 images: ImageCache | None = None) -> dict[str, Any]:
+    """Run the n-round protocol of ``cfg`` for the method ``build`` makes; returns the summary.
+
+    ``labels`` and ``images`` (their decoded-image cache) may be passed in, so a task can reuse them.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     pcfg, tcfg = cfg["protocol"], cfg["train"]
     labels = labels if labels is not None else load_iqa_labels(cfg["data"])
-    images = ImageCache(labels, cfg["data"].get("cache_mb", 4096))
+    images = images if images is not None else ImageCache(labels, cfg["data"].get("cache_mb", 4096))
     targets = normalised_targets(labels)
     n_rounds = int(pcfg["rounds"])
     which = range(n_rounds) if pcfg.get("only_round") is None else [int(pcfg["only_round"])]
@@ -332,7 +348,7 @@ def run_protocol(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.devi
         done = rdir / "result.json"
         if resume and done.is_file():
             rows.append(json.loads(done.read_text()))
-            log.info("round %d already done: test srcc %.4f", r, rows[-1]["srcc"])
+            log.info("round %d already done: test srcc %s", r, rows[-1].get("srcc"))
             continue
         seed = int(cfg["seed"]) + r
         split = round_split(labels, pcfg, seed)
@@ -348,6 +364,8 @@ def run_protocol(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.devi
             rcfg["train"]["steps"] = int(tcfg["epochs"]) * spe
         if int(rcfg["train"]["steps"]) <= 0:
             raise ValueError("set train.epochs or train.steps to a positive number")
+        if int(tcfg.get("min_epochs", 0) or 0) > 0:
+            rcfg["train"]["min_steps"] = int(tcfg["min_epochs"]) * spe
         if not int(tcfg.get("eval_every", 0) or 0):
             rcfg["train"]["eval_every"] = spe
         trainer = Trainer(task, rcfg, rdir, device, resume=resume, progress=progress)
@@ -357,9 +375,11 @@ def run_protocol(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.devi
         ck = save_method_checkpoint(rdir / "checkpoint.safetensors", best.method, best.state, best.config,
                                     best.backbone)
         model.eval()
-        pred = predict_indices(model, images, split.test, int(pcfg["eval_batch"]), "test",
-                               int(cfg["data"].get("workers", 2)))
-        res = correlations(pred, targets[list(split.test)])
+        res: dict[str, float] = {}
+        if split.test:  # ratios [1, 0] train a model to ship on everything: there is no test part
+            pred = predict_indices(model, images, split.test, int(pcfg["eval_batch"]), "test",
+                                   int(cfg["data"].get("workers", 2)))
+            res = correlations(pred, targets[list(split.test)])
         row = {"round": r, "seed": seed, "n_train": len(train_idx), "n_val": len(split.val),
                "n_test": len(split.test), "steps": fit["steps"], "stopped_early": fit["stopped_early"],
                "val_srcc": trainer.best, **res, "checkpoint": str(ck)}
@@ -368,7 +388,8 @@ def run_protocol(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.devi
             # A finished round is never resumed; with a tuned ViT-B-16 these hold hundreds of MB each.
             for f in (trainer.last_path, trainer.best_path):
                 f.unlink(missing_ok=True)
-        log.info("round %d: test srcc %.4f plcc %.4f (val srcc %.4f)", r, res["srcc"], res["plcc"], trainer.best)
+        log.info("round %d: test srcc %s (val srcc %.4f)", r, f"{res['srcc']:.4f}" if res else "none (no test part)",
+                 trainer.best)
         rows.append(row)
     with (run_dir / "rounds.csv").open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -377,8 +398,9 @@ def run_protocol(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.devi
     summary = {"method": cfg.get("method"), "dataset": labels.name, "n_images": len(labels), **_summary(rows),
                "checkpoint": rows[0]["checkpoint"], "run_dir": str(run_dir)}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    log.info("over %d rounds: SRCC median %.4f mean %.4f; PLCC median %.4f mean %.4f", len(rows),
-             summary["srcc_median"], summary["srcc_mean"], summary["plcc_median"], summary["plcc_mean"])
+    if "srcc_median" in summary:
+        log.info("over %d rounds: SRCC median %.4f mean %.4f; PLCC median %.4f mean %.4f", len(rows),
+                 summary["srcc_median"], summary["srcc_mean"], summary["plcc_median"], summary["plcc_mean"])
     return summary
 
 
