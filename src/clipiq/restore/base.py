@@ -32,7 +32,7 @@ from clipiq.core.device import PRECISIONS, autocast
 from clipiq.core.errors import ConfigError
 from clipiq.core.image import check_image_batch, pad_to_multiple
 from clipiq.data.io import DEFAULT_MAX_PIXELS
-from clipiq.data.runner import BatchRunner, ImageInput, RunResult, decode, expand_inputs
+from clipiq.data.runner import BatchRunner, ImageInput, RunResult, decode
 from clipiq.restore.tiling import tiled_apply
 
 log = logging.getLogger(__name__)
@@ -173,17 +173,13 @@ class Restorer(nn.Module):
             return out[0] if images.ndim == 3 else out
         if isinstance(images, str | os.PathLike | Image.Image):
             return self.restore_tensor(decode(images, name=str(images))[None], "cpu")[0]
-        items = [decode(item, name=f"images[{i}]") for i, item in enumerate(expand_inputs(images))]
-        if not items:
+        # The batch runner decodes (a bounded window ahead) and groups images of one size, dtype and device;
+        # the first failure is raised as it is, as for a single input.
+        runner = BatchRunner(self._restore_on_input_device, batch_size=self.batch_size, raise_errors=True,
+                             batch_key=lambda t: (tuple(t.shape), t.dtype, t.device))
+        out = [r.output for r in runner.run_ordered(images)]
+        if not out:
             raise ValueError("no images given")
-        out: list[Tensor] = [items[0]] * len(items)
-        # images of one size, dtype and device go through together, as far as the budget allows
-        groups: dict[tuple, list[int]] = {}
-        for i, t in enumerate(items):
-            groups.setdefault((tuple(t.shape), t.dtype, t.device), []).append(i)
-        for idx in groups.values():
-            for i, y in zip(idx, self.restore_tensor(torch.stack([items[i] for i in idx]))):
-                out[i] = y
         return out
 
     def iter_results(self, inputs: ImageInput | Iterable[ImageInput], *, batch_size: int | None = None,
@@ -198,6 +194,9 @@ class Restorer(nn.Module):
 
     def _restore_list(self, images: list[Tensor]) -> list[Tensor]:
         return list(self.restore_tensor(torch.stack(images), "cpu").unbind(0))
+
+    def _restore_on_input_device(self, images: list[Tensor]) -> list[Tensor]:
+        return list(self.restore_tensor(torch.stack(images)).unbind(0))
 
     def extra_repr(self) -> str:
         return (f"name={self.name!r}, scale={self.scale}, tileable={self.tileable}, "
