@@ -10,6 +10,7 @@ folder fsynced after it, so a crash leaves either the old file or the new one, n
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import tempfile
@@ -24,10 +25,6 @@ try:  # POSIX only; elsewhere runs are not locked against each other
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-# mkstemp creates 0600 files; a replaced file should get the permissions a plain open() would give it.
-# Read once, at import, because reading the umask means setting it for a moment.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 #: Characters that make a spreadsheet read a cell as a formula (OWASP, CSV injection), and the quote
 #: that escapes them; a leading quote is escaped too, so the escape can be undone exactly.
@@ -55,6 +52,23 @@ def csv_uncell(value: str) -> str:
     return value[1:] if value.startswith(CSV_ESCAPE) else value
 
 
+@functools.cache
+def _umask() -> int:
+    """The process umask, read on first use: mkstemp creates 0600 files, and a replaced file should get the
+    permissions a plain open() would give it.
+
+    Linux reports it in /proc without touching it; elsewhere it is set and restored at once (reading the
+    umask means setting it for a moment), which is why it is not done at import.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(folder: Path) -> None:
     # A rename is durable only once its folder is; some filesystems cannot open or fsync a folder.
     with contextlib.suppress(OSError):
@@ -74,7 +88,7 @@ def _new_temp(path: Path) -> tuple[int, Path]:
 def _replace(fd: int, tmp: Path, path: Path) -> None:
     """The one commit sequence: the mode a plain write would give, data on disk, the rename, the rename on disk."""
     try:
-        mode = path.stat().st_mode & 0o7777 if path.is_file() and not path.is_symlink() else 0o666 & ~_UMASK
+        mode = path.stat().st_mode & 0o7777 if path.is_file() and not path.is_symlink() else 0o666 & ~_umask()
         os.fchmod(fd, mode)
     except (OSError, AttributeError):  # no fchmod (Windows): keep the temporary file's mode
         pass
