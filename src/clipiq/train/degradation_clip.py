@@ -127,7 +127,8 @@ def architecture(mcfg: Mapping[str, Any], name: str = "degradation-clip") -> CLI
 # Data: a pool of degraded native-scale crops, generated once per (config, seed) and cached.
 
 
-def _photos(root: Path, dirs: Sequence[str]) -> list[Path]:
+def photo_paths(root: Path, dirs: Sequence[str]) -> list[Path]:
+    """The image files in each of ``dirs`` under ``root`` (a missing folder or no photo at all is an error)."""
     out: list[Path] = []
     for d in dirs:
         p = root / d
@@ -139,7 +140,8 @@ def _photos(root: Path, dirs: Sequence[str]) -> list[Path]:
     return out
 
 
-def _random_crops(images: Sequence[Tensor], n: int, size: int, rng: np.random.Generator) -> Tensor:
+def random_crops(images: Sequence[Tensor], n: int, size: int, rng: np.random.Generator) -> Tensor:
+    """``n`` random ``size`` crops (N,3,size,size) of randomly chosen images, at native pixel scale."""
     crops = []
     for _ in range(n):
         img = images[int(rng.integers(len(images)))]
@@ -152,7 +154,8 @@ def _random_crops(images: Sequence[Tensor], n: int, size: int, rng: np.random.Ge
     return torch.stack(crops)
 
 
-def _sample_recipe(rng: np.random.Generator, names: Sequence[str], p_clean: float, p_composed: float) -> Recipe:
+def draw_plain_recipe(rng: np.random.Generator, names: Sequence[str], p_clean: float, p_composed: float) -> Recipe:
+    """A training recipe: clean with ``p_clean``, else one degradation or, with ``p_composed``, two."""
     if rng.random() < p_clean:
         return []
     n_ops = 2 if rng.random() < p_composed else 1
@@ -167,8 +170,8 @@ def _make_groups(args: tuple[list[Path], int, int, int, float, float, list[str],
     out = []
     for g in range(start, start + count):
         rng = np.random.default_rng([seed, g])
-        recipe = _sample_recipe(rng, names, p_clean, p_comp)
-        crops = _random_crops(images, GROUP, size, rng)
+        recipe = draw_plain_recipe(rng, names, p_clean, p_comp)
+        crops = random_crops(images, GROUP, size, rng)
         if recipe:
             crops = degrade.compose(recipe, seed=int(rng.integers(2**31)))(crops)
         out.append({"images": (crops.clamp(0, 1) * 255).round().to(torch.uint8), "recipe": recipe})
@@ -184,7 +187,7 @@ def build_pool(dcfg: Mapping[str, Any], seed: int, cache_dir: Path | None = None
     unknown = [n for n in names if n not in DEGRADATION_PHRASES]
     if unknown:
         raise ValueError(f"data.degradations has types without descriptions: {unknown}")
-    paths = _photos(Path(dcfg["root"]), dcfg["train_dirs"])
+    paths = photo_paths(Path(dcfg["root"]), dcfg["train_dirs"])
     n_groups = max(1, int(dcfg["pool_size"]) // GROUP)
     size = int(dcfg["store_crop"])
     key = hashlib.sha256(json.dumps([dict(dcfg), seed, [str(p) for p in paths]], sort_keys=True, default=str)
@@ -255,7 +258,8 @@ class DegradationCLIPTask:
         self._token_cache: dict[str, Tensor] = {}
         pairs = [t for pair in ANTONYM_PAIRS.values() for t in pair]
         self._pair_tokens = tokenize(pairs)
-        self.eval_photos = _photos(Path(cfg["data"]["root"]), cfg["data"]["heldout_dirs"])[: int(cfg["eval"]["photos"])]
+        heldout = photo_paths(Path(cfg["data"]["root"]), cfg["data"]["heldout_dirs"])
+        self.eval_photos = heldout[: int(cfg["eval"]["photos"])]
         self._eval_images: list[list[Tensor]] | None = None
 
     def batches(self, start_step: int) -> Iterator[Batch]:

@@ -40,11 +40,11 @@ from clipiq.data.io import load_image
 from clipiq.train.degradation_clip import (
     ANTONYM_PAIRS,
     Batch,
-    _photos,
-    _random_crops,
-    _sample_recipe,
     antonym_targets,
     clip_losses,
+    draw_plain_recipe,
+    photo_paths,
+    random_crops,
 )
 from clipiq.train.engine import step_rng, train_defaults
 
@@ -120,7 +120,7 @@ def draw_recipe(rng: np.random.Generator, names: Sequence[str], p_camera: float,
     if rng.random() < p_camera:
         name = list(degrade.CAMERA_RECIPES)[int(rng.integers(len(degrade.CAMERA_RECIPES)))]
         return degrade.camera_recipe(name, rng), f"camera:{name}"
-    recipe = _sample_recipe(rng, names, 0.0, p_composed)
+    recipe = draw_plain_recipe(rng, names, 0.0, p_composed)
     return recipe, "composed" if len(recipe) > 1 else "single"
 
 
@@ -137,7 +137,7 @@ def _make_crops(args: tuple[list[Path], int, int, Mapping[str, Any], list[str], 
     labels: dict[str, list[Any]] = {"ssim": [], "recipe": [], "kind": [], "crop": [], "cls": [], "cls_prob": []}
     for c in range(start, start + count):
         rng = np.random.default_rng([seed, salt, c])
-        clean = _random_crops(images, 1, size, rng)
+        clean = random_crops(images, 1, size, rng)
         variants, recipes, kinds = [clean], [[]], ["clean"]
         for _ in range(n_var - 1):
             recipe, kind = draw_recipe(rng, names, float(dcfg["p_camera"]), float(dcfg["p_composed"]))
@@ -167,7 +167,7 @@ def build_features(dcfg: Mapping[str, Any], seed: int, part: str) -> dict[str, A
     if unknown:
         raise ValueError(f"data.degradations has types without descriptions: {unknown}")
     root = Path(dcfg["root"])
-    train, val = split_photos(_photos(root, dcfg["train_dirs"]), float(dcfg["val_fraction"]), seed)
+    train, val = split_photos(photo_paths(root, dcfg["train_dirs"]), float(dcfg["val_fraction"]), seed)
     paths, n_crops, salt = (train, int(dcfg["crops"]), 0) if part == "train" else (val, int(dcfg["val_crops"]), 1)
     if not paths:
         raise ValueError(f"the {part} part has no photos (data.val_fraction={dcfg['val_fraction']})")
