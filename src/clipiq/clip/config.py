@@ -117,16 +117,9 @@ class CLIPConfig:
 
 
 def _vit(name: str, embed: int, v: VisionConfig, t: TextConfig, **kw: Any) -> CLIPConfig:
-    return CLIPConfig(
-        name=name, embed_dim=embed, vision=v, text=t, preprocess=PreprocessConfig(v.image_size), **kw
-    )
-
-
-def _hybrid(name: str, embed: int, v: VisionConfig, t: TextConfig, **kw: Any) -> CLIPConfig:
-    mean, std = STEM_MEAN_STD[str(v.stem)]
-    return CLIPConfig(
-        name=name, embed_dim=embed, vision=v, text=t, preprocess=PreprocessConfig(v.image_size, mean, std), **kw
-    )
+    # A CNN stem brings its own input normalisation; a plain ViT uses CLIP's.
+    pre = PreprocessConfig(v.image_size, *STEM_MEAN_STD[v.stem]) if v.stem else PreprocessConfig(v.image_size)
+    return CLIPConfig(name=name, embed_dim=embed, vision=v, text=t, preprocess=pre, **kw)
 
 
 ARCHITECTURES: Registry[CLIPConfig] = Registry("CLIP architecture")
@@ -145,7 +138,7 @@ for _cfg in (
         random=True,
     ),
     # The ImageNet EfficientNet-Lite0 stem under two tiny transformer layers; the rest is random (tests only).
-    _hybrid(
+    _vit(
         "test-tiny-hybrid",
         32,
         VisionConfig(224, 16, 32, 2, 2, stem="efficientnet-lite0"),
@@ -155,7 +148,7 @@ for _cfg in (
     ),
     # clipiq's second offline model: a 4x128 ViT on the frozen Lite0 stem (its stage statistics join the class
     # token) and v1's 4x128 text tower; sized so it trains on cached stem features in under an hour on 2 CPU cores.
-    _hybrid(
+    _vit(
         "degradation-clip-v2",
         256,
         VisionConfig(224, 16, 128, 4, 4, stem="efficientnet-lite0", stem_stats=True),
