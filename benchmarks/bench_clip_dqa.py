@@ -4,7 +4,12 @@ Three parts, each selectable:
 
 * ``accuracy``: trains CLIP-DQA's prompts on the degradation-clip backbone with
   ``configs/clip-dqa/synthetic.yaml`` (n rounds, splits by scene) and compares, on each round's
-  validation and test scenes, with zero-shot ``clipiqa`` on the same backbone and images.
+  validation and test scenes, with zero-shot ``clipiqa`` on the same backbone and images, and with
+  three rows that explain the result (same val/test images, each image scored once, reused by every round):
+
+  - ``untrained CLIP-DQA (merged input)``: fresh prompts (the zero-shot prompt, zero vision prompts), patch grid.
+  - ``local patches only (zero-shot)``: plain backbone, each grid patch alone, mean P("good photo").
+  - ``ridge on embeddings``: ridge (alpha by LOO) on [global embedding, mean patch embedding], fit on train.
 * ``speed``: seconds per 1024x768 image on CPU for the ViT-B-32 architecture at 224 (random weights: the
   cost does not depend on their values), fp32 and bf16, at strides 64 and 128, against a naive loop
   that runs each patch alone and re-embeds the global view every time.
@@ -26,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -33,15 +39,51 @@ sys.path.insert(0, str(REPO / "src"))
 from clipiq.clip.config import get_architecture  # noqa: E402
 from clipiq.clip.model import build_model  # noqa: E402
 from clipiq.clip.preprocess import Preprocess  # noqa: E402
+from clipiq.clip.prompts import prompt_probabilities  # noqa: E402
 from clipiq.core.config import load_config  # noqa: E402
 from clipiq.data.io import load_image  # noqa: E402
 from clipiq.eval.correlation import plcc, srcc  # noqa: E402
+from clipiq.eval.probe import RidgeProbe  # noqa: E402
 from clipiq.iqa import create_metric  # noqa: E402
 from clipiq.iqa.clip_dqa import CLIPDQAModel, load_model  # noqa: E402
+from clipiq.iqa.clip_dqa import build_model as build_dqa_model  # noqa: E402
 from clipiq.train import clip_dqa as task  # noqa: E402
 from clipiq.train.protocol import ImageCache, load_iqa_labels, normalised_targets, predict_indices, round_split  # noqa: E402
 
 log = logging.getLogger("bench_clip_dqa")
+
+#: Row key prefix -> label, in table order (the accuracy part's methods).
+METHODS = {
+    "clip_dqa": "CLIP-DQA (trained)",
+    "clipiqa": "clipiqa (zero-shot)",
+    "untrained": "untrained CLIP-DQA (merged input)",
+    "local_zs": "local patches only (zero-shot)",
+    "ridge": "ridge on embeddings (upper bound of a linear read-out)",
+}
+
+
+def _plain_embeddings(model: CLIPDQAModel, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised embeddings by the plain backbone (no prompts): global view (D,), grid patches (P,D)."""
+    clip, pre = model.clip, model.preprocess
+
+    def enc(x: torch.Tensor) -> torch.Tensor:
+        return clip.encode_image(pre.normalize(x.to(clip.device, clip.dtype)), normalize=True).float()
+
+    g = enc(model.global_view(image)[None])[0]
+    patches = pre.patches(image[None], model.size, model.patch_stride)[0]
+    p = torch.cat([enc(patches[i : i + model.patch_batch]) for i in range(0, len(patches), model.patch_batch)])
+    return g, p
+
+
+def local_zero_shot(model: CLIPDQAModel, patch_embeddings: torch.Tensor) -> float:
+    """Mean over patches of P("good photo"): softmax of logit_scale * cosine to the untrained class prompts."""
+    probs = prompt_probabilities(patch_embeddings, model.text_features(), model.clip.logit_scale)
+    return float(probs[:, 1].mean())
+
+
+def _add(row: dict, name: str, part: str, pred: np.ndarray, target: np.ndarray) -> None:
+    row[f"{name}_{part}_srcc"] = srcc(pred, target)
+    row[f"{name}_{part}_plcc"] = plcc(pred, target)
 
 
 def accuracy(args: argparse.Namespace) -> dict:
@@ -55,10 +97,28 @@ def accuracy(args: argparse.Namespace) -> dict:
     targets = normalised_targets(labels)
     images = ImageCache(labels)
     zs = create_metric("clipiqa", model=cfg["model"]["backbone"], device="cpu")
+    n_rounds = int(cfg["protocol"]["rounds"])
+    splits = [round_split(labels, cfg["protocol"], int(cfg["seed"]) + r) for r in range(n_rounds)]
+    # Explanatory rows: every image scored / embedded once, reused by every round.
+    untrained = build_dqa_model(cfg["model"], device="cpu").eval()
+    scored = {i for s in splits for i in (*s.val, *s.test)}
+    embedded = sorted({i for s in splits for i in (*s.train, *s.val, *s.test)})
+    untrained_score: dict[int, float] = {}
+    local_score: dict[int, float] = {}
+    features: dict[int, np.ndarray] = {}
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for i in tqdm(embedded, desc="explanatory rows", unit="img"):
+            img = images(i)
+            g, p = _plain_embeddings(untrained, img)
+            features[i] = torch.cat([g, p.mean(0)]).numpy()
+            if i in scored:
+                untrained_score[i] = float(untrained.predict([img], "test")[0])
+                local_score[i] = local_zero_shot(untrained, p)
+    explain_s = time.perf_counter() - t0
     rows = []
-    for r in range(int(cfg["protocol"]["rounds"])):
+    for r, split in enumerate(splits):
         res = json.loads((run_dir / f"round{r:02d}" / "result.json").read_text())
-        split = round_split(labels, cfg["protocol"], int(cfg["seed"]) + r)
         model = load_model(res["checkpoint"])
         row = {"round": r, "n_train": res["n_train"], "n_val": len(split.val), "n_test": len(split.test),
                "clip_dqa_val_srcc": res["val_srcc"], "clip_dqa_test_srcc": res["srcc"],
@@ -70,11 +130,20 @@ def accuracy(args: argparse.Namespace) -> dict:
         # validation SRCC of the selected checkpoint at the test stride, for a like-for-like comparison
         v = predict_indices(model, images, split.val, 16, "test")
         row["clip_dqa_val_srcc_full"] = srcc(v, targets[list(split.val)])
+        row["clip_dqa_val_plcc_full"] = plcc(v, targets[list(split.val)])
+        probe = RidgeProbe.fit(np.stack([features[i] for i in split.train]), targets[list(split.train)])
+        row["ridge_alpha"] = probe.alpha
+        for part, idx in (("val", split.val), ("test", split.test)):
+            t = targets[list(idx)]
+            _add(row, "untrained", part, np.array([untrained_score[i] for i in idx]), t)
+            _add(row, "local_zs", part, np.array([local_score[i] for i in idx]), t)
+            _add(row, "ridge", part, probe.predict(np.stack([features[i] for i in idx])), t)
         rows.append(row)
         log.info("round %d: %s", r, row)
-    keys = [k for k in rows[0] if k.endswith(("srcc", "plcc", "srcc_full"))]
+    keys = [k for k in rows[0] if k.endswith(("srcc", "plcc", "srcc_full", "plcc_full"))]
     med = {k: statistics.median(r[k] for r in rows) for k in keys}
     return {"summary": summary, "rounds": rows, "median": med, "train_seconds": train_s,
+            "explain_seconds": explain_s, "methods": METHODS,
             "dataset": {"images": len(labels), "scenes": len(set(labels.groups()))}}
 
 
@@ -159,6 +228,17 @@ def _table(result: dict) -> str:
             lines.append(f"| {r['round']} | {r['clip_dqa_val_srcc_full']:.3f} | {r['clipiqa_val_srcc']:.3f} | "
                          f"{r['clip_dqa_test_srcc']:.3f} | {r['clipiqa_test_srcc']:.3f} | "
                          f"{r['clip_dqa_test_plcc']:.3f} | {r['clipiqa_test_plcc']:.3f} |")
+        lines.append("")
+        # Every method, val and test, per round and median (CLIP-DQA val at the test stride).
+        lines += ["| method | round | val SRCC | val PLCC | test SRCC | test PLCC |", "|---|---|---:|---:|---:|---:|"]
+        cols = {name: (f"{name}_val_srcc", f"{name}_val_plcc", f"{name}_test_srcc", f"{name}_test_plcc")
+                for name in METHODS}
+        cols["clip_dqa"] = ("clip_dqa_val_srcc_full", "clip_dqa_val_plcc_full", "clip_dqa_test_srcc",
+                            "clip_dqa_test_plcc")
+        for name, label in METHODS.items():
+            for r in a["rounds"] + [{"round": "median", **a["median"]}]:
+                vals = " | ".join(f"{r[k]:.3f}" if k in r else "" for k in cols[name])
+                lines.append(f"| {label} | {r['round']} | {vals} |")
         lines.append("")
     if "speed" in result:
         lines += ["| precision | stride | patches | batched s/img | naive s/img | speed-up |",

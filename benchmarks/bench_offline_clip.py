@@ -48,6 +48,7 @@ from clipiq.data.labels import read_labels
 from clipiq.data.runner import BatchRunner
 from clipiq.degrade import DEGRADATIONS
 from clipiq.eval.correlation import correlation_report, srcc
+from clipiq.eval.probe import ALPHAS, RidgeProbe
 from clipiq.synth.ranking import synthetic_ranking
 from clipiq.train.degradation_clip import degraded_eval_set, evaluate_model, type_prompt
 
@@ -56,7 +57,6 @@ SHARED = Path(os.environ.get("CLIPIQ_SHARED_DATA", REPO.parent / "shared" / "dat
 LIVEC = SHARED / "iqa" / "livec-dev"
 MCMASTER = SHARED / "photos" / "mcmaster18"
 PARTS = ("livec", "mcmaster", "speed")
-ALPHAS = np.logspace(-2, 5, 29)
 TYPE_LEVELS = (3, 4, 5)
 RANK_CROP = 256  # the default of `clipiq bench --synthetic`
 
@@ -77,24 +77,6 @@ def load_metric(name: str, precision: str = "fp32"):
 # ---------------------------------------------------------------- LIVE Challenge
 
 
-def ridge_loo(x: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> tuple[float, np.ndarray, float]:
-    """(alpha, weights, intercept) of a ridge fit with an unpenalised intercept, alpha by closed-form LOO error."""
-    xm, ym = x.mean(0), y.mean()
-    u, s, vt = np.linalg.svd(x - xm, full_matrices=False)
-    uty = u.T @ (y - ym)
-    best = (math.inf, alphas[0])
-    for a in alphas:
-        d = s**2 / (s**2 + a)
-        fitted = u @ (d * uty)
-        # Hat-matrix diagonal of the centred fit plus the intercept's 1/n: the exact LOO residual shortcut.
-        h = (u**2) @ d + 1.0 / len(y)
-        err = float(np.mean(((y - ym - fitted) / (1.0 - h)) ** 2))
-        best = min(best, (err, a))
-    a = best[1]
-    w = vt.T @ (s / (s**2 + a) * uty)
-    return float(a), w, float(ym - xm @ w)
-
-
 def ridge_probe(feats: np.ndarray, mos: np.ndarray, splits: int, seed: int) -> dict:
     """Test SRCC of a ridge read-out over seeded 80/20 splits; alpha chosen on each training part only."""
     out, alphas = [], []
@@ -102,10 +84,9 @@ def ridge_probe(feats: np.ndarray, mos: np.ndarray, splits: int, seed: int) -> d
         perm = np.random.default_rng([seed, k]).permutation(len(mos))
         n_test = len(mos) // 5
         test, train = perm[:n_test], perm[n_test:]
-        mu, sd = feats[train].mean(0), feats[train].std(0) + 1e-8
-        a, w, b = ridge_loo((feats[train] - mu) / sd, mos[train], ALPHAS)
-        out.append(srcc((feats[test] - mu) / sd @ w + b, mos[test]))
-        alphas.append(a)
+        probe = RidgeProbe.fit(feats[train], mos[train], ALPHAS)
+        out.append(srcc(probe.predict(feats[test]), mos[test]))
+        alphas.append(probe.alpha)
     return {"ridge_srcc_median": float(np.median(out)), "ridge_srcc_min": float(min(out)),
             "ridge_srcc_max": float(max(out)), "ridge_srcc": out, "ridge_alphas": alphas,
             "ridge_alpha_at_grid_edge": sum(a in (ALPHAS[0], ALPHAS[-1]) for a in alphas)}

@@ -157,6 +157,21 @@ def test_views_global_resized_local_full_resolution_and_seeded(model):
     assert small.shape == (3, 224, 224)
 
 
+def test_grid_local_patches_come_from_the_inference_grid(model):
+    img = torch.rand(3, 300, 260)
+    grid = model.preprocess.patches(img[None], 224, model.patch_stride)[0]
+    model.local_patches = "grid"
+    try:
+        drawn = [model.local_view(img, np.random.default_rng(s)) for s in range(12)]
+    finally:
+        model.local_patches = "random"
+    # every drawn patch is one of the grid's, and more than one of them is drawn
+    picks = {next(i for i, g in enumerate(grid) if torch.equal(g, d)) for d in drawn}
+    assert len(picks) > 1
+    with pytest.raises(ValueError, match="local_patches must be one of random, grid"):
+        build_model({**TINY, "local_patches": "anywhere"})
+
+
 def test_bad_configuration_errors():
     clip, pre = load_clip("test-tiny")
     with pytest.raises(ValueError, match="two class names"):

@@ -200,6 +200,20 @@ def test_checkpoint_round_trip_meta_init_and_backbone_refusal(tmp_path):
         load_meta_init(build_model({**TINY, "vpt_length": 6}, device=CPU), meta)
 
 
+def test_train_crops_test_draws_flipped_or_plain_test_crops():
+    model = build_model({**TINY, "test_crops": 5, "train_crops": "test", "train_resize": 244,
+                         "test_resize": 244}, device=CPU)
+    img = torch.rand(3, 260, 300)
+    crops = model.eval_views(img)
+    allowed = [*crops, *crops.flip(-1)]
+    drawn = [model.train_views(img, np.random.default_rng(s)) for s in range(30)]
+    hits = {next(i for i, c in enumerate(allowed) if torch.equal(c, d)) for d in drawn}
+    assert len(hits) >= 6  # several crops, both plain and flipped
+    assert any(h < 5 for h in hits) and any(h >= 5 for h in hits)
+    with pytest.raises(ValueError, match="train_crops must be one of random, test"):
+        build_model({**TINY, "train_crops": "centre"}, device=CPU)
+
+
 def test_metric_errors(tmp_path):
     with pytest.raises(ValueError, match="needs a trained checkpoint"):
         create_metric("grmp-iqa", device="cpu")

@@ -346,3 +346,39 @@ def test_run_protocol_rounds_summary_and_resume(tmp_path):
     # a rerun reuses finished rounds instead of training again
     again = run_protocol(cfg, tmp_path / "run", torch.device("cpu"), build, progress=False, labels=labels)
     assert len(built) == 3 and again["srcc_mean"] == pytest.approx(summary["srcc_mean"])
+
+
+def test_run_protocol_shares_one_stem_cache_and_times_rounds(tmp_path):
+    from clipiq.clip.stem_cache import StemCache
+    from clipiq.core.config import apply_overrides
+    from clipiq.train.protocol import IQA_DEFAULTS
+
+    labels = _toy_labels(tmp_path)
+    cfg = apply_overrides(IQA_DEFAULTS, ["protocol.rounds=2", "protocol.val_fraction=0.25", "train.epochs=2",
+                                        "train.batch_size=8", "data.stem_cache_mb=16"])
+    towers = []
+
+    def build(c, device):
+        model = _NoiseModel()
+        # what use_stem_cache looks for: a tower with a stem and a stem_cache slot
+        model.tower = nn.Module()
+        model.tower.stem, model.tower.stem_cache = nn.Identity(), None
+        towers.append(model.tower)
+        return model
+
+    run_protocol(cfg, tmp_path / "run", torch.device("cpu"), build, progress=False, labels=labels)
+    assert isinstance(towers[0].stem_cache, StemCache) and towers[0].stem_cache is towers[1].stem_cache
+    first = json.loads((tmp_path / "run" / "round00" / "result.json").read_text())
+    assert first["seconds"] > 0
+    # a round finished by an older version (no "seconds") still goes into rounds.csv with the newer ones
+    del first["seconds"]
+    (tmp_path / "run" / "round00" / "result.json").write_text(json.dumps(first))
+    (tmp_path / "run" / "round01" / "result.json").unlink()
+    run_protocol(cfg, tmp_path / "run", torch.device("cpu"), build, progress=False, labels=labels)
+    header, r0, r1 = (tmp_path / "run" / "rounds.csv").read_text().splitlines()
+    col = header.split(",").index("seconds")
+    assert r0.split(",")[col] == "" and float(r1.split(",")[col]) > 0
+    off = apply_overrides(cfg, ["data.stem_cache_mb=0", "protocol.rounds=1"])
+    towers.clear()
+    run_protocol(off, tmp_path / "off", torch.device("cpu"), build, progress=False, labels=labels)
+    assert towers[0].stem_cache is None

@@ -6,6 +6,7 @@ from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP, TowerOutput, build_model
 from clipiq.clip.preprocess import Preprocess
 from clipiq.clip.prompts import DeepPrompts, TextPrompts
+from clipiq.clip.stem_cache import StemCache, use_stem_cache
 from clipiq.clip.tokenizer import tokenize
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "DeepPrompts",
     "DenseMaps",
     "Preprocess",
+    "StemCache",
     "PreprocessConfig",
     "TextPrompts",
     "TextConfig",
@@ -26,4 +28,5 @@ __all__ = [
     "load_clip",
     "pair_probabilities",
     "tokenize",
+    "use_stem_cache",
 ]

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from clipiq.clip.config import CLIPConfig, TextConfig, VisionConfig
 from clipiq.clip.efficientnet import STATS_CHANNELS, EfficientNetLite0, StemMaps, load_lite0_into
+from clipiq.clip.stem_cache import StemCache
 
 PromptList = Sequence[Tensor | None]
 
@@ -170,6 +171,8 @@ class VisionTower(nn.Module):
         w = cfg.width
         scale = w**-0.5
         self.stem: EfficientNetLite0 | None = None
+        # Set by clipiq.clip.stem_cache.use_stem_cache; not a submodule, so never saved or moved with the tower.
+        self.stem_cache: StemCache | None = None
         if cfg.stem is None:
             self.patch_embed: nn.Conv2d | nn.Linear = nn.Conv2d(
                 3, w, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False
@@ -231,14 +234,19 @@ class VisionTower(nn.Module):
         """Normalised images (N,3,H,W) -> the stem's maps, the first half of ``embed_patches`` (hybrid towers).
 
         Like a patchify conv, the grid is (H//p, W//p): the remainder rows and columns are cropped first.
-        The maps depend only on the frozen stem, so they can be computed once per crop and cached.
+        The maps depend only on the frozen stem, so they can be computed once per crop and cached: with a
+        :class:`~clipiq.clip.stem_cache.StemCache` attached (``use_stem_cache``), images seen before are not
+        run through the stem again.
         """
         if self.stem is None:
             raise ValueError("stem_features needs a hybrid image tower (VisionConfig.stem is None)")
         self._check_images(x)
         p = self.patch_size
         gh, gw = x.shape[-2] // p, x.shape[-1] // p
-        return self.stem.features(x[..., : gh * p, : gw * p])
+        x = x[..., : gh * p, : gw * p]
+        if self.stem_cache is not None and self.stem.frozen and not x.requires_grad:
+            return self.stem_cache.features(x, self.stem, self.stem.features)
+        return self.stem.features(x)
 
     def embed_stem_features(self, maps: StemMaps | tuple[Tensor, Tensor]) -> Tensor:
         """Stem maps from ``stem_features`` (any float dtype) -> patch tokens (N, gh*gw, W) with position embeddings."""

@@ -11,16 +11,19 @@ from clipiq.eval.correlation import (
     srcc,
 )
 from clipiq.eval.fr import psnr, rgb2ycbcr, ssim
+from clipiq.eval.probe import RidgeProbe, ridge_loo
 
 __all__ = [
     "CorrelationReport",
     "Logistic4",
+    "RidgeProbe",
     "correlation_report",
     "krcc",
     "logistic4_fit",
     "plcc",
     "psnr",
     "rgb2ycbcr",
+    "ridge_loo",
     "rmse",
     "srcc",
     "ssim",

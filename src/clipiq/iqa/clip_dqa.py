@@ -53,7 +53,12 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "patch_stride": 64,  # inference grid stride in pixels (the paper's unfold)
     "val_stride": None,  # grid stride during validation (None = patch_stride); larger is faster
     "patch_batch": 64,  # local patches per forward pass at inference
+    # random: the paper's random full-resolution patch; grid: a random patch of the inference grid (patch_stride),
+    # a finite set of views, so a frozen hybrid stem's maps are computed once and cached (clipiq.clip.stem_cache)
+    "local_patches": "random",
 }
+
+LOCAL_PATCHES = ("random", "grid")
 
 
 def _identity_linear(width: int) -> nn.Linear:
@@ -92,7 +97,7 @@ class CLIPDQAModel(nn.Module):
                  classnames: Sequence[str] = ("bad photo", "good photo"), depth: int | None = None,
                  patch_stride: int = 64, val_stride: int | None = None, patch_batch: int = 64,
                  ctx_init: str = MODEL_DEFAULTS["ctx_init"], prompt_coupling: str = "independent",
-                 backbone: str | None = None, weights: str | None = None):
+                 local_patches: str = "random", backbone: str | None = None, weights: str | None = None):
         super().__init__()
         if len(classnames) != 2:
             raise ValueError(f"CLIP-DQA needs two class names (bad, good), got {list(classnames)!r}")
@@ -101,6 +106,8 @@ class CLIPDQAModel(nn.Module):
                              f"val_stride={val_stride}")
         if prompt_coupling not in COUPLINGS:
             raise ValueError(f"prompt_coupling must be one of {', '.join(COUPLINGS)}, got {prompt_coupling!r}")
+        if local_patches not in LOCAL_PATCHES:
+            raise ValueError(f"local_patches must be one of {', '.join(LOCAL_PATCHES)}, got {local_patches!r}")
         layers = min(len(clip.visual.transformer.blocks), len(clip.text.transformer.blocks))
         depth = layers if depth is None else int(depth)
         if not 1 <= depth <= layers:
@@ -109,6 +116,7 @@ class CLIPDQAModel(nn.Module):
         self.preprocess = preprocess
         self.size = preprocess.image_size
         self.patch_stride, self.val_stride, self.patch_batch = int(patch_stride), val_stride, int(patch_batch)
+        self.local_patches = local_patches
         self.backbone_name, self.backbone_weights = backbone, weights
         # What a checkpoint must name to rebuild these prompts (see checkpoint_payload).
         self.structure = {"n_ctx": int(n_ctx), "classnames": list(classnames), "ctx_init": ctx_init,
@@ -189,6 +197,9 @@ class CLIPDQAModel(nn.Module):
     def local_view(self, image: Tensor, rng: np.random.Generator) -> Tensor:
         """One random input-size patch of the full-resolution (3,H,W) image (upscaled first when smaller)."""
         s = self.size
+        if self.local_patches == "grid":
+            grid = self.preprocess.patches(image[None], s, self.patch_stride)[0]
+            return grid[int(rng.integers(len(grid)))]
         if min(image.shape[-2:]) < s:
             image = self.preprocess.resize(image, "shortest", s)[0]
         h, w = image.shape[-2:]
@@ -246,7 +257,8 @@ def build_model(model_cfg: Mapping[str, Any], device: torch.device | str | None 
     model = CLIPDQAModel(clip, preprocess, n_ctx=int(cfg["n_ctx"]), classnames=cfg["classnames"],
                          depth=cfg["depth"], patch_stride=int(cfg["patch_stride"]), val_stride=cfg["val_stride"],
                          patch_batch=int(cfg["patch_batch"]), ctx_init=str(cfg["ctx_init"]),
-                         prompt_coupling=str(cfg["prompt_coupling"]), backbone=cfg["backbone"],
+                         prompt_coupling=str(cfg["prompt_coupling"]), local_patches=str(cfg["local_patches"]),
+                         backbone=cfg["backbone"],
                          weights=cfg["weights"])
     return model.to(clip.device)
 

@@ -32,7 +32,7 @@ from clipiq.clip.preprocess import Preprocess
 from clipiq.clip.prompts import TextPrompts
 from clipiq.clip.tokenizer import tokenize
 from clipiq.clip.vocabulary import ATTRIBUTE_PROMPTS
-from clipiq.core.hub import HubFile, resolve
+from clipiq.core.hub import HubFile
 from clipiq.core.tensors import load_trainable_state, trainable_state
 from clipiq.iqa.checkpoint import backbone_record, open_with_backbone, payload
 from clipiq.iqa.clipiqa import check_view, encode_views, pair_probabilities, prepare_view
@@ -80,12 +80,7 @@ SHIPPED: dict[str, HubFile] = {
 
 def shipped_checkpoint(model: str | None = None) -> Path:
     """The verified path of the prompts shipped for backbone ``model`` (default: DEFAULT_BACKBONE)."""
-    model = model or DEFAULT_BACKBONE
-    record = SHIPPED.get(model.lower())
-    if record is None:
-        raise ValueError(f"{METHOD}: no prompts ship for backbone {model!r} (shipped: {', '.join(SHIPPED) or 'none'}); "
-                         f"pass checkpoint=FILE (train one with `{CLIPIQAPlus.train_command}`)")
-    return resolve(record)
+    return CLIPIQAPlus.shipped_checkpoint(model)
 
 
 def _split_phrase(phrase: str) -> tuple[str, str, str]:
@@ -270,14 +265,11 @@ class CLIPIQAPlus(TrainedMetric):
     spec = get_metric_spec(METHOD)
     load_net = staticmethod(load_model)
     train_command = "clipiq train clipiqa-plus --config configs/clipiqa-plus/livec-all.yaml"
+    shipped = SHIPPED
+    default_backbone = DEFAULT_BACKBONE
 
     def __init__(self, model: str | None = None, weights: str | None = None, device: torch.device | None = None,
                  precision: str = "fp32", checkpoint: str | os.PathLike | None = None, batch_size: int = 32):
-        if checkpoint is None:
-            if weights is not None:
-                raise ValueError(f"{METHOD}: shipped prompts are chosen by backbone name, not by a weights file; "
-                                 "pass checkpoint=FILE with weights=")
-            checkpoint = shipped_checkpoint(model)
         super().__init__(checkpoint, model=model, weights=weights, device=device, precision=precision,
                          batch_size=batch_size)
 

@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 METHOD = "grmp-iqa"
 STAGES = ("pretrain", "finetune")
 RESIZE_MODES = ("shorter", "squash")
+TRAIN_CROPS = ("random", "test")
 
 #: The nine scene classes of the regulariser, as in the authors' public code (LIQE's scene categories).
 SCENES: tuple[str, ...] = ("animal", "cityscape", "human", "indoor", "landscape", "night", "plant", "still life",
@@ -92,6 +93,9 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "test_resize": 244,
     "resize_mode": "shorter",  # shorter | squash
     "test_crops": 1,  # 1: centre crop; 5: four corners and centre, averaged
+    # random: the authors' random crop; test: one of the test crops at random (a finite set of views, so a
+    # frozen hybrid stem's maps are computed once per crop and cached: clipiq.clip.stem_cache)
+    "train_crops": "random",
     "hflip": True,
     "meta_init": None,  # a grmp-pretrain checkpoint whose prompts start fine-tuning
 }
@@ -221,7 +225,8 @@ class GRMPIQAModel(nn.Module):
                  "low quality"), n_ctx: int = 4, ctx_init: str = "random", vpt_length: int = 100,
                  vpt_depth: int | None = None, vpt_proj_dim: int | None = None, vpt_dropout: float = 0.1,
                  tune_blocks: int = 4, train_vpt: bool = False, stage: str = "finetune", train_resize: int = 244,
-                 test_resize: int = 244, resize_mode: str = "shorter", test_crops: int = 1, hflip: bool = True,
+                 test_resize: int = 244, resize_mode: str = "shorter", test_crops: int = 1,
+                 train_crops: str = "random", hflip: bool = True,
                  reg_lambda: float = 0.0, scenes: Sequence[str] = SCENES, scene_template: str = SCENE_TEMPLATE,
                  reg_per_tensor: bool = False, backbone: str | None = None, weights: str | None = None):
         super().__init__()
@@ -233,6 +238,8 @@ class GRMPIQAModel(nn.Module):
             raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {resize_mode!r}")
         if test_crops not in (1, 5):
             raise ValueError(f"test_crops must be 1 (centre) or 5 (corners and centre), got {test_crops}")
+        if train_crops not in TRAIN_CROPS:
+            raise ValueError(f"train_crops must be one of {', '.join(TRAIN_CROPS)}, got {train_crops!r}")
         for key, value in (("train_resize", train_resize), ("test_resize", test_resize)):
             if not isinstance(value, int | float) or value < 224:
                 raise ValueError(f"{key} must be at least 224 (pixels of a 224 input), got {value!r}")
@@ -253,6 +260,7 @@ class GRMPIQAModel(nn.Module):
         self.train_resize = round(self.size * float(train_resize) / 224)
         self.test_resize = round(self.size * float(test_resize) / 224)
         self.resize_mode, self.test_crops, self.hflip = resize_mode, int(test_crops), bool(hflip)
+        self.train_crops = train_crops
         self.stage, self.tune_blocks = stage, int(tune_blocks) if stage == "finetune" else 0
         width = clip.visual.width
         proj = width if vpt_proj_dim is None else int(vpt_proj_dim)
@@ -337,8 +345,14 @@ class GRMPIQAModel(nn.Module):
     # ---- IQA protocol interface -----------------------------------------------------------------------
 
     def train_views(self, image: Tensor, rng: np.random.Generator) -> Tensor:
-        """Resize to train_resize, random crop at the input size, random horizontal flip (CPU)."""
-        return random_view(image.cpu(), self.train_resize, self.size, rng, self.resize_mode, self.hflip)
+        """Resize to train_resize, a random crop at the input size (or one of the test crops), random flip (CPU)."""
+        if self.train_crops == "random":
+            return random_view(image.cpu(), self.train_resize, self.size, rng, self.resize_mode, self.hflip)
+        crops = eval_views(image.cpu(), self.test_resize, self.size, self.test_crops, self.resize_mode)
+        x = crops[int(rng.integers(len(crops)))]
+        if self.hflip and rng.random() < 0.5:
+            x = x.flip(-1)
+        return x.contiguous()
 
     def forward(self, views: Tensor) -> Tensor:
         """P(high quality) (N,) of [0,1] views (N,3,S,S)."""
@@ -446,7 +460,8 @@ def build_model(model_cfg: Mapping[str, Any], reg_cfg: Mapping[str, Any] | None 
         vpt_dropout=float(cfg["vpt_dropout"]), tune_blocks=int(cfg["tune_blocks"]),
         train_vpt=bool(cfg["train_vpt"]), stage=stage,
         train_resize=cfg["train_resize"], test_resize=cfg["test_resize"], resize_mode=cfg["resize_mode"],
-        test_crops=int(cfg["test_crops"]), hflip=bool(cfg["hflip"]), reg_lambda=float(reg["lambda"]),
+        test_crops=int(cfg["test_crops"]), train_crops=str(cfg["train_crops"]), hflip=bool(cfg["hflip"]),
+        reg_lambda=float(reg["lambda"]),
         scenes=list(reg["scenes"]), scene_template=reg["template"], reg_per_tensor=bool(reg["per_tensor"]),
         backbone=cfg["backbone"], weights=cfg["weights"])
     if cfg.get("meta_init"):

@@ -23,6 +23,7 @@ import logging
 import math
 import statistics
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from clipiq.clip.stem_cache import StemCache, use_stem_cache
 from clipiq.core.config import merge
 from clipiq.core.registry import Registry
 from clipiq.core.tensors import load_trainable_state
@@ -57,6 +59,7 @@ IQA_DEFAULTS: dict[str, Any] = {
         "cache_dir": "runs/data",  # where synthetic sets are written (reused when unchanged)
         "options": {},  # passed to the synthetic writer (levels, crop, max_photos, ...)
         "cache_mb": 4096,  # decoded images kept in memory
+        "stem_cache_mb": 4096,  # a frozen hybrid stem's maps kept per view (clipiq.clip.stem_cache); 0 = off
         "workers": 2,  # decoding threads
     },
     "protocol": {
@@ -327,10 +330,11 @@ def _summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def run_protocol(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.device,
                  build: Callable[[Mapping[str, Any], torch.device], Any], resume: bool = True,
                  progress: bool | None = None, labels: IQALabels | None = None,
-                 images: ImageCache | None = None) -> dict[str, Any]:
+                 images: ImageCache | None = None, stem_cache: StemCache | None = None) -> dict[str, Any]:
     """Run the n-round protocol of ``cfg`` for the method ``build`` makes; returns the summary.
 
-    ``labels`` and ``images`` (their decoded-image cache) may be passed in, so a task can reuse them.
+    ``labels`` and ``images`` (their decoded-image cache) may be passed in, so a task can reuse them, and so
+    may ``stem_cache`` (otherwise one of ``data.stem_cache_mb`` serves every round of this run).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -338,6 +342,8 @@ def run_protocol(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.devi
     labels = labels if labels is not None else load_iqa_labels(cfg["data"])
     images = images if images is not None else ImageCache(labels, cfg["data"].get("cache_mb", 4096))
     targets = normalised_targets(labels)
+    if stem_cache is None and float(cfg["data"].get("stem_cache_mb", 0) or 0) > 0:
+        stem_cache = StemCache(float(cfg["data"]["stem_cache_mb"]))
     n_rounds = int(pcfg["rounds"])
     which = range(n_rounds) if pcfg.get("only_round") is None else [int(pcfg["only_round"])]
     log.info("%s: %d records, %d groups, rounds %s", labels.name, len(labels), len(set(labels.groups())),
@@ -351,12 +357,15 @@ def run_protocol(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.devi
             log.info("round %d already done: test srcc %s", r, rows[-1].get("srcc"))
             continue
         seed = int(cfg["seed"]) + r
+        started = time.perf_counter()
         split = round_split(labels, pcfg, seed)
         train_idx = list(split.train)
         if pcfg.get("shots"):
             train_idx = list(few_shot(train_idx, int(pcfg["shots"]), seed=seed))
         seed_everything(seed)
         model = build(cfg, device)
+        if stem_cache is not None:
+            use_stem_cache(model, stem_cache)
         task = IQATask(model, labels, train_idx, split.val, cfg, seed, images, device)
         rcfg = copy.deepcopy(dict(cfg))
         spe = task.steps_per_epoch
@@ -382,7 +391,8 @@ def run_protocol(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.devi
             res = correlations(pred, targets[list(split.test)])
         row = {"round": r, "seed": seed, "n_train": len(train_idx), "n_val": len(split.val),
                "n_test": len(split.test), "steps": fit["steps"], "stopped_early": fit["stopped_early"],
-               "val_srcc": trainer.best, **res, "checkpoint": str(ck)}
+               "val_srcc": trainer.best, **res, "seconds": round(time.perf_counter() - started, 1),
+               "checkpoint": str(ck)}
         done.write_text(json.dumps(row, indent=1))
         if not pcfg.get("keep_checkpoints"):
             # A finished round is never resumed; with a tuned ViT-B-16 these hold hundreds of MB each.
@@ -392,7 +402,8 @@ def run_protocol(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.devi
                  trainer.best)
         rows.append(row)
     with (run_dir / "rounds.csv").open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        # Rounds finished by an older version may lack newer columns: every key of every row, in first-seen order.
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
         w.writeheader()
         w.writerows(rows)
     summary = {"method": cfg.get("method"), "dataset": labels.name, "n_images": len(labels), **_summary(rows),
