@@ -2,6 +2,7 @@
 
 from clipiq.synth.degraded import DistortedImage, synthesize, write_synthetic_dataset
 from clipiq.synth.dehazed import synthetic_dehazed_labels, write_synthetic_dehazed_dataset
+from clipiq.synth.local import synthetic_local_labels, write_synthetic_local_dataset
 from clipiq.synth.ranking import SyntheticResult, SyntheticRow, synthetic_ranking
 
 __all__ = [
@@ -10,7 +11,9 @@ __all__ = [
     "SyntheticRow",
     "synthesize",
     "synthetic_dehazed_labels",
+    "synthetic_local_labels",
     "synthetic_ranking",
     "write_synthetic_dataset",
     "write_synthetic_dehazed_dataset",
+    "write_synthetic_local_dataset",
 ]

@@ -65,19 +65,27 @@ def level_count(name: str) -> int:
     return len(get_degradation(name).levels)
 
 
+def check_names(what: str, names: Sequence[str] | None, known: Sequence[str], item: str) -> tuple[str, ...]:
+    """The chosen names of a writer option (``None``: all of ``known``); ValueError if empty, unknown or repeated."""
+    if isinstance(names, str):
+        raise ValueError(f"{what} must be a sequence of names, got the string {names!r}")
+    chosen = tuple(known) if names is None else tuple(names)
+    if not chosen:
+        raise ValueError(f"{what} is empty")
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        raise ValueError(f"unknown {item}(s) {unknown}; known: {list(known)}")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"{what} has duplicates: {list(chosen)}")
+    return chosen
+
+
 def distortion_type_ids(degradations: Sequence[str] | None = None) -> dict[str, int]:
     """Type numbers (1-based, in registry order, so stable across subsets) of the chosen degradations."""
     from clipiq.degrade import DEGRADATIONS
 
     order = {name: i + 1 for i, name in enumerate(DEGRADATIONS)}
-    names = list(DEGRADATIONS) if degradations is None else list(degradations)
-    if not names:
-        raise ValueError("degradations is empty")
-    unknown = [n for n in names if n not in order]
-    if unknown:
-        raise ValueError(f"unknown degradation(s) {unknown}; known: {sorted(order)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"degradations has duplicates: {names}")
+    names = check_names("degradations", degradations, list(DEGRADATIONS), "degradation")
     return {n: order[n] for n in sorted(names, key=order.__getitem__)}
 
 

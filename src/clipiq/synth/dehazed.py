@@ -33,6 +33,7 @@ from clipiq.synth.degraded import (
     _run_jobs,
     _seed_for,
     _write_labels,
+    check_names,
     distortion_type_ids,
 )
 
@@ -56,17 +57,7 @@ FORMAT_VERSION = 1
 def _check_dehazers(dehazers: Sequence[str] | None) -> tuple[str, ...]:
     from clipiq.restore import DEHAZERS
 
-    if isinstance(dehazers, str):
-        raise ValueError(f"dehazers must be a sequence of names, got the string {dehazers!r}")
-    names = tuple(DEHAZERS) if dehazers is None else tuple(dehazers)
-    if not names:
-        raise ValueError("dehazers is empty")
-    unknown = [n for n in names if n not in DEHAZERS]
-    if unknown:
-        raise ValueError(f"unknown dehazer(s) {unknown}; known: {list(DEHAZERS)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"dehazers has duplicates: {list(names)}")
-    return names
+    return check_names("dehazers", dehazers, list(DEHAZERS), "dehazer")
 
 
 def _scene_name(image_id: int) -> str:

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 IQA_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "data": {
-        "source": "labels",  # labels | synthetic-dehazed | synthetic-degraded
+        "source": "labels",  # labels | synthetic-dehazed | synthetic-degraded | synthetic-local
         "labels": None,  # label file (source: labels)
         "format": None,  # reader name (csv, koniq10k, live_challenge, kadid10k, tid2013, dhd, exbedde...)
         "root": None,  # image folder (default: the reader's)
@@ -118,6 +118,16 @@ def _synthetic_dehazed(dcfg: Mapping[str, Any]) -> IQALabels:
     return synthetic_dehazed_labels(photos, out, **dict(dcfg.get("options") or {}))
 
 
+def _synthetic_local(dcfg: Mapping[str, Any]) -> IQALabels:
+    from clipiq.synth.local import synthetic_local_labels
+
+    photos = Path(dcfg["photos"])
+    if not photos.is_dir():
+        raise FileNotFoundError(f"data.photos={photos}: clean-photo folder not found (synthetic-local needs it)")
+    out = Path(dcfg["cache_dir"]) / f"local-{photos.name}"
+    return synthetic_local_labels(photos, out, **dict(dcfg.get("options") or {}))
+
+
 def _synthetic_degraded(dcfg: Mapping[str, Any]) -> IQALabels:
     from clipiq.synth.degraded import write_synthetic_dataset
 
@@ -140,6 +150,7 @@ DATA_SOURCES: Registry[Callable[[Mapping[str, Any]], IQALabels]] = Registry("IQA
 DATA_SOURCES.register("labels", _labels_source)
 DATA_SOURCES.register("synthetic-dehazed", _synthetic_dehazed)
 DATA_SOURCES.register("synthetic-degraded", _synthetic_degraded)
+DATA_SOURCES.register("synthetic-local", _synthetic_local)
 
 
 def load_iqa_labels(dcfg: Mapping[str, Any]) -> IQALabels:
