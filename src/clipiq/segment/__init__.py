@@ -4,6 +4,11 @@
 offline default), ``felzenszwalb``, ``grid`` and ``sam`` (Segment Anything, needs weights). A segmenter takes
 a [0,1] float tensor (3,H,W) or (N,3,H,W) and returns int64 labels (H,W) or (N,H,W). Importing this package
 imports neither scikit-image nor transformers; the segmenter classes load on first use.
+
+Region descriptions (RSFIQA): :func:`create_describer` builds a :class:`RegionDescriber` by name (see
+:func:`list_describers`): ``clip`` (the offline default, dense CLIP maps) and ``mllm`` (a transformers
+multimodal LLM). ``describer(image, labels)`` gives one :class:`RegionDescription` per region, a level of
+:data:`LEVELS` per dimension of :data:`DIMENSIONS`. They load on first use too.
 """
 
 from __future__ import annotations
@@ -24,7 +29,13 @@ from clipiq.segment.registry import (
     register_segmenter,
 )
 
+_DESCRIBE = ("CONTENT_WORDS", "DESCRIBERS", "DIMENSIONS", "LEVELS", "PROMPT_PAIRS", "THRESHOLDS", "ClipDescriber",
+             "DescriberSpec", "RegionDescriber", "RegionDescription", "create_describer", "get_describer_spec",
+             "list_describers", "register_describer")
+
 _LAZY = {
+    **dict.fromkeys(_DESCRIBE, "clipiq.segment.describe"),
+    "MllmDescriber": "clipiq.segment.describe_mllm",
     "FelzenszwalbSegmenter": "clipiq.segment.felzenszwalb",
     "GridSegmenter": "clipiq.segment.grid",
     "SAM_CHECKPOINTS": "clipiq.segment.sam",
@@ -44,26 +55,41 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CONTENT_WORDS",
     "DEFAULT_SEGMENTER",
+    "DESCRIBERS",
+    "DIMENSIONS",
+    "LEVELS",
+    "PROMPT_PAIRS",
     "SAM_CHECKPOINTS",
     "SEGMENTERS",
+    "THRESHOLDS",
+    "ClipDescriber",
+    "DescriberSpec",
     "FelzenszwalbSegmenter",
     "GridSegmenter",
+    "MllmDescriber",
+    "RegionDescriber",
+    "RegionDescription",
     "SamSegmenter",
     "Segmenter",
     "SegmenterSpec",
     "SlicSegmenter",
     "box_iou",
     "box_nms",
+    "create_describer",
     "create_segmenter",
     "fill_unlabelled",
+    "get_describer_spec",
     "get_segmenter_spec",
     "grid_labels",
+    "list_describers",
     "list_segmenters",
     "load_sam_model",
     "mask_boxes",
     "masks_to_partition",
     "merge_small_regions",
+    "register_describer",
     "register_segmenter",
     "relabel_consecutive",
 ]

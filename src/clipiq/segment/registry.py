@@ -14,8 +14,8 @@ from clipiq.core.errors import ConfigError
 from clipiq.core.registry import Registry
 from clipiq.segment.base import Segmenter
 
-__all__ = ["DEFAULT_SEGMENTER", "SEGMENTERS", "SegmenterSpec", "create_segmenter", "get_segmenter_spec",
-           "list_segmenters", "register_segmenter"]
+__all__ = ["DEFAULT_SEGMENTER", "SEGMENTERS", "SegmenterSpec", "check_known_options", "create_segmenter",
+           "get_segmenter_spec", "list_segmenters", "register_segmenter"]
 
 #: The segmenter used when none is named: offline, no weights.
 DEFAULT_SEGMENTER = "slic"
@@ -65,12 +65,16 @@ def get_segmenter_spec(name: str) -> SegmenterSpec:
 def create_segmenter(name: str = DEFAULT_SEGMENTER, **options: Any) -> Segmenter:
     """Build a segmenter by name; unknown options raise ConfigError naming the known ones."""
     spec = get_segmenter_spec(name)
-    known = (*spec.options, *COMMON_OPTIONS)
+    check_known_options("segmenter", spec.name, options, (*spec.options, *COMMON_OPTIONS))
+    return spec.load()(**options)
+
+
+def check_known_options(kind: str, name: str, options: dict[str, Any], known: tuple[str, ...]) -> None:
+    """Raise ConfigError naming the unknown options of ``kind`` ``name`` (e.g. segmenter slic) and the known ones."""
     unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for segmenter {spec.name}; "
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for {kind} {name}; "
                           f"known: {', '.join(sorted(known))}")
-    return spec.load()(**options)
 
 
 for _spec in (
