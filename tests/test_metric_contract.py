@@ -33,7 +33,11 @@ from clipiq.iqa.checkpoint import save_method_checkpoint
 from clipiq.iqa.registry import known_options
 
 #: Model settings that fit a method on test-tiny (two layers per tower); methods not named need none.
-TINY_SETTINGS: dict[str, dict[str, Any]] = {"grmp-iqa": {"vpt_length": 4, "tune_blocks": 1}}
+TINY_SETTINGS: dict[str, dict[str, Any]] = {
+    "grmp-iqa": {"vpt_length": 4, "tune_blocks": 1},
+    # a small view and a fixed grid of regions; no describer (clipiq.segment.describe is tested on its own)
+    "rsfiqa": {"view_size": 64, "segmenter": "grid", "describer": "none"},
+}
 
 Builder = Callable[..., QualityMetric]
 
@@ -189,7 +193,8 @@ def test_listing_metrics_imports_no_method_module():
             "print(sorted(m for m in sys.modules if m.startswith('clipiq.iqa.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     loaded = out.strip().splitlines()[-1]
-    for module in ("clipiq.iqa.clipiqa", "clipiq.iqa.clipiqa_plus", "clipiq.iqa.clip_dqa", "clipiq.iqa.grmp_iqa"):
+    for module in ("clipiq.iqa.clipiqa", "clipiq.iqa.clipiqa_plus", "clipiq.iqa.clip_dqa", "clipiq.iqa.grmp_iqa",
+                   "clipiq.iqa.rsfiqa"):
         assert module not in loaded
     for n in list_metrics():
         assert n in out

@@ -5,7 +5,8 @@ The hooks later methods use, instead of copying the backbone:
 * ``VisionTower.embed_patches(x)``: patch tokens with (interpolated) position embeddings, for any size.
 * ``VisionTower.forward_tokens(streams, deep_prompts=..., attn_mask=...)``: several token streams
   (e.g. a global view and a local crop) merged behind one class token, with prompt tokens inserted
-  after the class token at layer 0 and replaced at later layers (VPT-deep / MaPLe style).
+  after the class token at layer 0 and replaced at later layers (VPT-deep / MaPLe style); ``attn_mask``
+  is one mask or one per layer (e.g. region-restricted attention in the last blocks only).
 * ``TextTower.embed(tokens)`` and ``TextTower.forward_embeds(x, eot_index, deep_prompts=...)``:
   learnable context vectors in the embedding sequence (CoOp) and per-layer text prompts.
 
@@ -35,6 +36,8 @@ from clipiq.clip.efficientnet import STATS_CHANNELS, EfficientNetLite0, StemMaps
 from clipiq.clip.stem_cache import StemCache
 
 PromptList = Sequence[Tensor | None]
+#: Per-layer attention masks (None = full attention at that layer); see ``Transformer.forward``.
+MaskList = Sequence[Tensor | None]
 
 
 class QuickGELU(nn.Module):
@@ -112,7 +115,7 @@ class Transformer(nn.Module):
         self,
         x: Tensor,
         *,
-        attn_mask: Tensor | None = None,
+        attn_mask: Tensor | MaskList | None = None,
         is_causal: bool = False,
         deep_prompts: PromptList | None = None,
         n_prompts: int = 0,
@@ -123,22 +126,35 @@ class Transformer(nn.Module):
         The prompt slot is positions ``1 .. 1+n_prompts``. When it is empty the prompts are inserted
         after the first token; otherwise the previous layer's prompt outputs are replaced. A None
         entry (or a list shorter than the depth) lets the current prompt outputs pass through.
+
+        ``attn_mask`` is one mask for every layer, or a sequence with exactly one entry per layer (a mask,
+        or None for full attention at that layer), e.g. region-restricted attention in the last layers only.
+        Each mask is what ``scaled_dot_product_attention`` takes: boolean (True = may attend) or additive,
+        (L,L), or (N,1,L,L) for a per-image mask; L covers [first token, prompts, tokens...].
         Returns the sequence, the final prompt count and, on request, every block's output.
         """
         if deep_prompts is not None and len(deep_prompts) > len(self.blocks):
             raise ValueError(f"deep_prompts has {len(deep_prompts)} entries but the tower has "
                              f"{len(self.blocks)} layers")
+        if attn_mask is None or isinstance(attn_mask, Tensor):
+            masks: Sequence[Tensor | None] = [attn_mask] * len(self.blocks)
+        else:
+            masks = list(attn_mask)
+            if len(masks) != len(self.blocks):
+                raise ValueError(f"attn_mask has {len(masks)} per-layer entries but the tower has "
+                                 f"{len(self.blocks)} layers (give one mask, or one entry per layer)")
         hidden: list[Tensor] | None = [] if return_hidden else None
         for i, blk in enumerate(self.blocks):
             if deep_prompts is not None and i < len(deep_prompts) and deep_prompts[i] is not None:
                 x = _put_prompts(x, deep_prompts[i], n_prompts)
                 n_prompts = deep_prompts[i].shape[-2]
-            if attn_mask is not None and attn_mask.shape[-1] != x.shape[1]:
+            mask = masks[i]
+            if mask is not None and mask.shape[-1] != x.shape[1]:
                 raise ValueError(
-                    f"attn_mask covers {attn_mask.shape[-1]} tokens but layer {i} sees {x.shape[1]} "
+                    f"attn_mask covers {mask.shape[-1]} tokens but layer {i} sees {x.shape[1]} "
                     "(the mask must cover [first token, prompts, tokens...])"
                 )
-            x = blk(x, attn_mask=attn_mask, is_causal=is_causal)
+            x = blk(x, attn_mask=mask, is_causal=is_causal)
             if hidden is not None:
                 hidden.append(x)
         return x, n_prompts, hidden
@@ -296,7 +312,7 @@ class VisionTower(nn.Module):
         streams: Tensor | Sequence[Tensor],
         *,
         deep_prompts: PromptList | None = None,
-        attn_mask: Tensor | None = None,
+        attn_mask: Tensor | MaskList | None = None,
         return_tokens: bool = False,
         return_hidden: bool = False,
         cls_extra: Tensor | None = None,
@@ -305,6 +321,7 @@ class VisionTower(nn.Module):
     ) -> TowerOutput:
         """Encode one or several token streams (each (N,L_i,W)) merged behind a single class token.
 
+        ``attn_mask``: one mask for all layers or one entry per layer (see ``Transformer.forward``).
         ``cls_extra`` (N,W), e.g. ``embed_stem_stats(maps)``, is added to the class token.
         ``prompts_before_ln_pre`` inserts layer 0's prompts before ``ln_pre`` (CLIP-DQA's order) instead of after.
         ``pre_ln_post`` (e.g. a trainable norm) maps the final sequence (N,L,W) before ``ln_post``.

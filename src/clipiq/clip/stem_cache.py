@@ -33,6 +33,11 @@ def _digest(x: Tensor) -> bytes:
     return h.digest()
 
 
+def tensor_digest(x: Tensor) -> bytes:
+    """A 16-byte content hash of one tensor (its bytes, shape, dtype and device): a cache key for per-image work."""
+    return _digest(x)
+
+
 def stem_fingerprint(stem: nn.Module) -> bytes:
     """A hash of a stem's weights and buffers: two stems share cache entries only when these agree."""
     h = hashlib.blake2b(digest_size=16)
@@ -120,4 +125,4 @@ def use_stem_cache(module: nn.Module, cache: StemCache | None) -> int:
     return n
 
 
-__all__ = ["StemCache", "stem_fingerprint", "use_stem_cache"]
+__all__ = ["StemCache", "stem_fingerprint", "tensor_digest", "use_stem_cache"]

@@ -153,6 +153,14 @@ register_metric(MetricSpec(
     default_model=None,
     needs_checkpoint=True,
 ))
+register_metric(MetricSpec(
+    name="rsfiqa",
+    factory="clipiq.iqa.rsfiqa:RSFIQA",
+    description="RSFIQA: regions segmented, described and scored, with region-aware semantic attention "
+                "(needs --checkpoint)",
+    default_model=None,
+    needs_checkpoint=True,
+))
 
 __all__ = [
     "METRICS",

@@ -12,6 +12,7 @@ TRAINING_TASKS.register_lazy("clip-dqa", "clipiq.train.clip_dqa")
 TRAINING_TASKS.register_lazy("clipiqa-plus", "clipiq.train.clipiqa_plus")
 TRAINING_TASKS.register_lazy("grmp-pretrain", "clipiq.train.grmp_pretrain")
 TRAINING_TASKS.register_lazy("grmp-finetune", "clipiq.train.grmp_finetune")
+TRAINING_TASKS.register_lazy("rsfiqa", "clipiq.train.rsfiqa")
 
 __all__ = [
     "TRAINING_TASKS",
