@@ -77,6 +77,11 @@ TRAINED: dict[str, tuple[str, Path, list[str]]] = {
     "grmp-fresh-reg": ("grmp-finetune", CONFIGS / "grmp-iqa" / "livec-offline.yaml", []),
     "grmp-fresh": ("grmp-finetune", CONFIGS / "grmp-iqa" / "livec-offline.yaml", ["regularization.lambda=0"]),
     "clip-dqa": ("clip-dqa", CONFIGS / "clip-dqa" / "livec-offline.yaml", []),
+    "rsfiqa": ("rsfiqa", CONFIGS / "rsfiqa" / "livec.yaml", []),
+    "rsfiqa-no-rsa": ("rsfiqa", CONFIGS / "rsfiqa" / "livec.yaml", ["model.rsa_layers=0"]),
+    "rsfiqa-no-desc": ("rsfiqa", CONFIGS / "rsfiqa" / "livec.yaml", ["model.describer=none"]),
+    "rsfiqa-grid": ("rsfiqa", CONFIGS / "rsfiqa" / "livec.yaml",
+                    ["model.segmenter=grid", "model.segmenter_options={rows: 3, cols: 3}"]),
 }
 ROWS = ("clipiqa", "ridge", *TRAINED)
 QUICK_IMAGES = 60
