@@ -11,6 +11,7 @@ from clipiq.clip import load_clip
 from clipiq.clip.preprocess import grid_count
 from clipiq.clip.prompts import prompt_probabilities
 from clipiq.clip.tokenizer import tokenize
+from clipiq.data.io import load_image
 from clipiq.iqa.checkpoint import CheckpointError, read_method_checkpoint, save_method_checkpoint
 from clipiq.iqa.clip_dqa import CLIPDQAModel, build_model, load_model
 
@@ -211,9 +212,26 @@ def test_checkpoint_is_small_and_reloads_exactly(model, tmp_path):
         load_model(old_path)
 
 
+def test_the_shipped_checkpoint_scores_with_no_arguments(examples_dir):
+    from clipiq.iqa.clip_dqa import CLIPDQA, DEFAULT_BACKBONE, SHIPPED
+
+    assert DEFAULT_BACKBONE in SHIPPED
+    path = CLIPDQA.shipped_checkpoint()  # present, and its sha256 matches the pinned one
+    ck = read_method_checkpoint(path, "clip-dqa")
+    assert ck.config["data"]["source"] == "synthetic-dehazed"  # it records what it was trained on
+    metric = clipiq.create_metric("clip-dqa", patch_stride=256)
+    assert metric.clip.weights_name == DEFAULT_BACKBONE and path.name in metric.model_id
+    img = load_image(examples_dir / "kodak-kodim23.png")[:, :300, :300]
+    score = float(metric(img[None])[0])
+    with torch.no_grad():
+        untrained = build_model(ck.config["model"], clip=metric.clip, preprocess=metric.net.preprocess).eval()
+        zero_shot = float(untrained.score_image(img, 256))
+    assert 0 < score < 1 and abs(score - zero_shot) > 1e-4  # the prompts did train
+
+
 def test_metric_needs_a_checkpoint_and_refuses_another_backbone(model, tmp_path):
-    with pytest.raises(ValueError, match="needs a trained checkpoint"):
-        clipiq.create_metric("clip-dqa")
+    with pytest.raises(ValueError, match="needs a trained checkpoint: none ships for backbone 'test-tiny'"):
+        clipiq.create_metric("clip-dqa", model="test-tiny")
     path = _save(model, tmp_path / "dqa.safetensors")
     metric = clipiq.create_metric("clip-dqa", checkpoint=path, patch_stride=128)
     scores = metric(torch.rand(2, 3, 230, 250))

@@ -214,9 +214,27 @@ def test_train_crops_test_draws_flipped_or_plain_test_crops():
         build_model({**TINY, "train_crops": "centre"}, device=CPU)
 
 
+def test_the_shipped_checkpoint_scores_with_no_arguments():
+    from clipiq.iqa.grmp_iqa import DEFAULT_BACKBONE, GRMPIQA, SHIPPED
+
+    assert DEFAULT_BACKBONE in SHIPPED
+    path = GRMPIQA.shipped_checkpoint()  # present, and its sha256 matches the pinned one
+    ck = read_method_checkpoint(path, "grmp-iqa")
+    # it records what it was trained on: 50 shots of the LIVE Challenge development part
+    assert ck.config["protocol"]["shots"] == 50 and ck.config["data"]["labels"].endswith("livec-dev/labels.csv")
+    metric = create_metric("grmp-iqa", device="cpu")
+    assert metric.clip.weights_name == DEFAULT_BACKBONE and path.name in metric.model_id
+    img = load_image(REPO / "examples" / "kodak-kodim23.png")
+    score = float(metric(img[None])[0])
+    with torch.no_grad():
+        untrained = build_model({**ck.config["model"], "meta_init": None}, device="cpu").eval()
+        zero_shot = float(untrained.predict([img])[0])
+    assert 0 < score < 1 and abs(score - zero_shot) > 1e-4  # it did train
+
+
 def test_metric_errors(tmp_path):
-    with pytest.raises(ValueError, match="needs a trained checkpoint"):
-        create_metric("grmp-iqa", device="cpu")
+    with pytest.raises(ValueError, match="needs a trained checkpoint: none ships for backbone 'test-tiny'"):
+        create_metric("grmp-iqa", model="test-tiny", device="cpu")
     with pytest.raises(CheckpointError, match="does not exist"):
         create_metric("grmp-iqa", checkpoint=tmp_path / "missing.safetensors", device="cpu")
     model = build_model(TINY, device=CPU)

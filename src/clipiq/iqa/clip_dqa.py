@@ -28,6 +28,7 @@ from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess
 from clipiq.clip.prompts import TextPrompts, prompt_probabilities
+from clipiq.core.hub import HubFile
 from clipiq.core.tensors import load_trainable_state, trainable_state
 from clipiq.iqa.checkpoint import CheckpointError, backbone_record, open_with_backbone, payload
 from clipiq.iqa.registry import get_metric_spec
@@ -36,6 +37,22 @@ from clipiq.iqa.trained import TrainedMetric
 log = logging.getLogger(__name__)
 
 METHOD = "clip-dqa"
+
+#: The backbone whose shipped checkpoint scores when neither a model nor a checkpoint is named.
+DEFAULT_BACKBONE = "degradation-clip-v2"
+
+#: Checkpoints shipped inside the package, by the backbone they were trained on (see docs/models/clip-dqa.md).
+SHIPPED: dict[str, HubFile] = {
+    "degradation-clip-v2": HubFile(
+        name="clip-dqa-degradation-clip-v2",
+        package_file="weights/clip-dqa-degradation-clip-v2.safetensors",
+        sha256="737e3e0040763af47fffba1618d9c36f53b2ae4d5fef337e1552c8da10012e16",
+        size=564328,
+        license="MIT",  # this project's own checkpoint, under the project's licence
+        description="CLIP-DQA prompts for degradation-clip-v2, trained on synthetic dehazed images of Sun-Hays photos "
+                    "(configs/clip-dqa/synthetic-v2.yaml, round 0).",
+    ),
+}
 
 COUPLINGS = ("independent", "maple")
 
@@ -281,7 +298,9 @@ class CLIPDQA(TrainedMetric):
 
     spec = get_metric_spec(METHOD)
     load_net = staticmethod(load_model)
-    train_command = "clipiq train clip-dqa --config configs/clip-dqa/dhd.yaml"
+    train_command = "clipiq train clip-dqa --config configs/clip-dqa/synthetic-v2.yaml"
+    shipped = SHIPPED
+    default_backbone = DEFAULT_BACKBONE
 
     def __init__(self, model: str | None = None, weights: str | None = None, device: torch.device | None = None,
                  precision: str = "fp32", checkpoint: str | os.PathLike | None = None,
@@ -300,4 +319,4 @@ class CLIPDQA(TrainedMetric):
         return {"score": self.net.predict(list(batch))}
 
 
-__all__ = ["CLIPDQA", "CLIPDQAModel", "MODEL_DEFAULTS", "build_model", "load_model"]
+__all__ = ["CLIPDQA", "CLIPDQAModel", "DEFAULT_BACKBONE", "MODEL_DEFAULTS", "SHIPPED", "build_model", "load_model"]

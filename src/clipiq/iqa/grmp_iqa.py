@@ -52,6 +52,7 @@ from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess, check_aspect_ratio, interpolate, shorter_side_to
 from clipiq.clip.prompts import DeepPrompts, TextPrompts, prompt_probabilities
 from clipiq.clip.tokenizer import tokenize
+from clipiq.core.hub import HubFile
 from clipiq.core.tensors import load_trainable_state, trainable_state
 from clipiq.iqa.checkpoint import (
     CheckpointError,
@@ -67,6 +68,22 @@ from clipiq.iqa.trained import TrainedMetric
 log = logging.getLogger(__name__)
 
 METHOD = "grmp-iqa"
+
+#: The backbone whose shipped checkpoint scores when neither a model nor a checkpoint is named.
+DEFAULT_BACKBONE = "degradation-clip-v2"
+
+#: Checkpoints shipped inside the package, by the backbone they were trained on (see docs/models/grmp-iqa.md).
+SHIPPED: dict[str, HubFile] = {
+    "degradation-clip-v2": HubFile(
+        name="grmp-iqa-degradation-clip-v2",
+        package_file="weights/grmp-iqa-degradation-clip-v2.safetensors",
+        sha256="becc156eb570a48be4068e3e751e5a90975f21c349ee415ea3dfb697109f0bda",
+        size=1880608,
+        license="MIT",  # this project's own checkpoint, under the project's licence
+        description="GRMP-IQA for degradation-clip-v2: 50 shots of the LIVE Challenge development part, from "
+                    "the meta-prompts, with the gradient regulariser (configs/grmp-iqa/livec-all.yaml).",
+    ),
+}
 STAGES = ("pretrain", "finetune")
 RESIZE_MODES = ("shorter", "squash")
 TRAIN_CROPS = ("random", "test")
@@ -498,7 +515,9 @@ class GRMPIQA(TrainedMetric):
 
     spec = get_metric_spec(METHOD)
     load_net = staticmethod(load_model)
-    train_command = "clipiq train grmp-finetune --config configs/grmp-iqa/finetune.yaml"
+    train_command = "clipiq train grmp-finetune --config configs/grmp-iqa/livec-all.yaml"
+    shipped = SHIPPED
+    default_backbone = DEFAULT_BACKBONE
 
     def __init__(self, model: str | None = None, weights: str | None = None, device: torch.device | None = None,
                  precision: str = "fp32", checkpoint: str | os.PathLike | None = None, test_crops: int | None = None,
@@ -521,10 +540,12 @@ class GRMPIQA(TrainedMetric):
 
 __all__ = [
     "GRMPIQA",
+    "DEFAULT_BACKBONE",
     "GRMPIQAModel",
     "MODEL_DEFAULTS",
     "REG_DEFAULTS",
     "SCENES",
+    "SHIPPED",
     "build_model",
     "eval_views",
     "load_meta_init",

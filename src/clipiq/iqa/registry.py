@@ -141,17 +141,17 @@ register_metric(MetricSpec(
     name="clip-dqa",
     factory="clipiq.iqa.clip_dqa:CLIPDQA",
     description="CLIP-DQA: dehazed-image quality from global+local views with multimodal deep prompts "
-                "(needs --checkpoint)",
+                "(shipped: trained on synthetic dehazed images; --checkpoint for others)",
+    # None: the shipped checkpoint's backbone, or a checkpoint's own (clip_dqa.DEFAULT_BACKBONE).
     default_model=None,
-    needs_checkpoint=True,
 ))
 register_metric(MetricSpec(
     name="grmp-iqa",
     factory="clipiq.iqa.grmp_iqa:GRMPIQA",
     description="GRMP-IQA: few-shot CLIP adaptation with meta-learned prompts and gradient regularisation "
-                "(needs --checkpoint)",
+                "(shipped: 50 LIVE Challenge shots; --checkpoint for others)",
+    # None: the shipped checkpoint's backbone, or a checkpoint's own (grmp_iqa.DEFAULT_BACKBONE).
     default_model=None,
-    needs_checkpoint=True,
 ))
 register_metric(MetricSpec(
     name="rsfiqa",
