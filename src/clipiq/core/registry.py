@@ -5,10 +5,10 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar, overload
 
-from clipiq.core.errors import UnknownNameError
+from clipiq.core.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -126,4 +126,17 @@ class Registry(Generic[T]):
         return f"Registry({self.kind!r}, {len(self)} entries)"
 
 
-__all__ = ["Registry"]
+def check_known_options(kind: str, name: str, options: Iterable[str], known: Iterable[str]) -> None:
+    """Raise ConfigError naming the unknown options of ``kind`` ``name`` (e.g. segmenter slic), the known ones
+    and the closest match: the one check behind create_metric, create_restorer, create_segmenter and
+    create_describer."""
+    known = sorted(set(known))
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for {kind} {name}; "
+                          f"known: {', '.join(known) or 'none'}.{hint}")
+
+
+__all__ = ["Registry", "check_known_options"]

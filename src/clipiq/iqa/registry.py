@@ -6,7 +6,6 @@ Factories are lazy references, so ``import clipiq`` and ``clipiq metrics`` impor
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import numbers
 import types
@@ -18,7 +17,7 @@ import torch
 
 from clipiq.core.device import resolve_device, resolve_precision
 from clipiq.core.errors import ConfigError
-from clipiq.core.registry import Registry
+from clipiq.core.registry import Registry, check_known_options
 from clipiq.iqa.base import QualityMetric
 from clipiq.iqa.spec import MetricSpec
 
@@ -81,13 +80,7 @@ def check_options(spec: MetricSpec, options: dict[str, Any]) -> None:
     factory = spec.load_factory()
     if any(p.kind is p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values()):
         return  # a factory that takes **kwargs validates its own options
-    known = _options(factory)
-    for key in options:
-        if key not in known:
-            close = difflib.get_close_matches(key, list(known), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown option {key!r} for metric {spec.name!r}; "
-                              f"known options: {', '.join(known) or 'none'}.{hint}")
+    check_known_options("metric", spec.name, options, _options(factory))
     try:
         hints = typing.get_type_hints(factory.__init__ if isinstance(factory, type) else factory)
     except (NameError, TypeError):  # annotations that cannot be evaluated: skip the type check

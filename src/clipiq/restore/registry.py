@@ -15,7 +15,7 @@ import torch
 
 from clipiq.core.device import resolve_device, resolve_precision
 from clipiq.core.errors import ConfigError
-from clipiq.core.registry import Registry
+from clipiq.core.registry import Registry, check_known_options
 from clipiq.restore.base import RUN_OPTIONS, Restorer
 
 __all__ = ["RESTORERS", "RestorerSpec", "create_restorer", "get_restorer_spec", "list_restorers",
@@ -75,11 +75,7 @@ def create_restorer(
     ``memory_budget`` in MiB, ``batch_size``); anything else raises ConfigError naming the known ones.
     """
     spec = get_restorer_spec(name)
-    known = (*spec.options, *RUN_OPTIONS)
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for restorer {spec.name}; "
-                          f"known: {', '.join(sorted(known))}")
+    check_known_options("restorer", spec.name, options, (*spec.options, *RUN_OPTIONS))
     if weights is not None and not spec.has_weights:
         raise ConfigError(f"restorer {spec.name} takes no weights, got weights={weights!r}")
     dev = resolve_device(device)

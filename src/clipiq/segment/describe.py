@@ -35,9 +35,8 @@ from torch import Tensor
 
 from clipiq.core.errors import ConfigError
 from clipiq.core.image import check_image_batch
-from clipiq.core.registry import Registry
+from clipiq.core.registry import Registry, check_known_options
 from clipiq.segment.base import check_option
-from clipiq.segment.registry import check_known_options
 
 __all__ = ["CONTENT_WORDS", "DEFAULT_DESCRIBER", "DESCRIBERS", "DIMENSIONS", "LEVELS", "PROMPT_PAIRS", "THRESHOLDS",
            "ClipDescriber", "DescriberSpec", "RegionDescriber", "RegionDescription", "check_regions",

@@ -10,11 +10,10 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from clipiq.core.errors import ConfigError
-from clipiq.core.registry import Registry
+from clipiq.core.registry import Registry, check_known_options
 from clipiq.segment.base import Segmenter
 
-__all__ = ["DEFAULT_SEGMENTER", "SEGMENTERS", "SegmenterSpec", "check_known_options", "create_segmenter",
+__all__ = ["DEFAULT_SEGMENTER", "SEGMENTERS", "SegmenterSpec", "create_segmenter",
            "get_segmenter_spec", "list_segmenters", "register_segmenter"]
 
 #: The segmenter used when none is named: offline, no weights.
@@ -69,12 +68,6 @@ def create_segmenter(name: str = DEFAULT_SEGMENTER, **options: Any) -> Segmenter
     return spec.load()(**options)
 
 
-def check_known_options(kind: str, name: str, options: dict[str, Any], known: tuple[str, ...]) -> None:
-    """Raise ConfigError naming the unknown options of ``kind`` ``name`` (e.g. segmenter slic) and the known ones."""
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for {kind} {name}; "
-                          f"known: {', '.join(sorted(known))}")
 
 
 for _spec in (
