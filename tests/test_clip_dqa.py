@@ -286,3 +286,23 @@ def test_train_cli_end_to_end_on_synthetic_dehazed(tmp_path, photos_dir, capsys)
     metric = clipiq.create_metric("clip-dqa", checkpoint=summary["checkpoint"])
     labels = sorted((tmp_path / "data").rglob("*_dcp.png"))
     assert metric(labels[:2]).shape == (2,)
+
+
+def test_stem_statistics_of_the_global_view_reach_the_class_token(tmp_path):
+    model = build_model({"backbone": "degradation-clip-v2", "n_ctx": 4, "ctx_init": "a photo of a",
+                         "patch_stride": 128}).eval()
+    img = torch.rand(3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        g, stats = model.clip.visual.embed_images(model._encode(model.global_view(img[None])))
+        patch = model.preprocess.patches(img[None], 224, 128)[0][:1]
+        local = model.clip.visual.embed_images(model._encode(patch))[0]
+        manual = model.quality(g, local, cls_extra=stats)
+        torch.testing.assert_close(model(model.global_view(img[None]), patch), manual)
+        model.stem_stats = False
+        assert not torch.allclose(model(model.global_view(img[None]), patch), manual)
+        model.stem_stats = True
+    pl = model.checkpoint_payload({"model": {"backbone": "degradation-clip-v2"}})
+    assert pl["config"]["model"]["stem_stats"] is True
+    old_cfg = {**pl["config"], "model": {k: v for k, v in pl["config"]["model"].items() if k != "stem_stats"}}
+    old = save_method_checkpoint(tmp_path / "old.safetensors", pl["method"], pl["state"], old_cfg, pl["backbone"])
+    assert load_model(old).stem_stats is False  # trained before the setting existed: without statistics

@@ -435,3 +435,27 @@ def test_labelled_meta_tasks(tmp_path, mcmaster_low_light):
     cfg["data"]["datasets"] = [{"format": "csv"}]
     with pytest.raises(ValueError, match="'labels' file"):
         gp.build_tasks(cfg, 244)
+
+
+def test_stem_statistics_reach_the_class_token_and_older_checkpoints_load_without(tmp_path):
+    """On a hybrid backbone with stage statistics (degradation-clip-v2) the prompted tower gets them as its
+    own forward does; a checkpoint from before the setting existed was trained without them and loads so."""
+    model = build_model({"backbone": "degradation-clip-v2", "vpt_length": 2, "tune_blocks": 1}, device=CPU).eval()
+    x = model._normalize(torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        tokens, stats = model.clip.visual.embed_images(x)
+        assert stats is not None and stats.abs().sum() > 0
+        manual = model.clip.visual.forward_tokens(tokens, deep_prompts=model.vision_prompts(),
+                                                  pre_ln_post=model.prompt_norm, cls_extra=stats).pooled
+        torch.testing.assert_close(model.image_features(x), manual)
+        model.stem_stats = False
+        assert not torch.allclose(model.image_features(x), manual)
+        model.stem_stats = True
+    pl = model.checkpoint_payload({"model": {"backbone": "degradation-clip-v2", "vpt_length": 2, "tune_blocks": 1}})
+    assert pl["config"]["model"]["stem_stats"] is True
+    new = save_method_checkpoint(tmp_path / "new.safetensors", pl["method"], pl["state"], pl["config"],
+                                 pl["backbone"])
+    old_cfg = {**pl["config"], "model": {k: v for k, v in pl["config"]["model"].items() if k != "stem_stats"}}
+    old = save_method_checkpoint(tmp_path / "old.safetensors", pl["method"], pl["state"], old_cfg, pl["backbone"])
+    assert create_metric("grmp-iqa", checkpoint=new, device="cpu").net.stem_stats is True
+    assert create_metric("grmp-iqa", checkpoint=old, device="cpu").net.stem_stats is False

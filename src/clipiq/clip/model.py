@@ -18,7 +18,7 @@ layer-normalised and then projected to the tower's width, are the patch tokens. 
 unchanged; ``stem_features`` and ``embed_stem_features`` split ``embed_patches`` so training can cache
 the frozen stem's output per crop. With ``VisionConfig.stem_stats`` the stem's per-stage channel statistics,
 projected, are added to the class token (``forward`` and ``forward_stem_features`` do it; a caller that runs
-``forward_tokens`` itself passes ``cls_extra=visual.embed_stem_stats(maps)``).
+``forward_tokens`` itself gets tokens and the addition from ``embed_images`` and passes ``cls_extra=``).
 """
 
 from __future__ import annotations
@@ -296,6 +296,17 @@ class VisionTower(nn.Module):
             raise ValueError(f"this tower needs the stem's stage statistics (N, {2 * STATS_CHANNELS}) as the third "
                              "entry of the stem maps")
         return self.stats_proj(self.stats_norm(maps[2].to(self.patch_embed.weight.dtype)))
+
+    def embed_images(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Normalised images -> (patch tokens, class-token addition) for ``forward_tokens(tokens, cls_extra=...)``.
+
+        The addition is the projected stem statistics of a hybrid tower with ``stem_stats`` (None otherwise): a
+        method that builds its own token streams passes it on, so its class token sees what ``forward`` gives it.
+        """
+        if self.stem is None:
+            return self.embed_patches(x), None
+        maps = self.stem_features(x)
+        return self.embed_stem_features(maps), self.embed_stem_stats(maps)
 
     def forward_stem_features(self, maps: StemMaps | Sequence[Tensor], **kwargs) -> TowerOutput:
         """Encode cached stem maps (as ``forward`` encodes images), statistics included when the tower uses them."""

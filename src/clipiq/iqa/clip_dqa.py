@@ -73,6 +73,9 @@ MODEL_DEFAULTS: dict[str, Any] = {
     # random: the paper's random full-resolution patch; grid: a random patch of the inference grid (patch_stride),
     # a finite set of views, so a frozen hybrid stem's maps are computed once and cached (clipiq.clip.stem_cache)
     "local_patches": "random",
+    # A hybrid backbone's stem statistics (of the global view, the whole image) go on the class token, as in
+    # the backbone's own forward (checkpoints that predate this setting were trained without them: False)
+    "stem_stats": True,
 }
 
 LOCAL_PATCHES = ("random", "grid")
@@ -114,7 +117,8 @@ class CLIPDQAModel(nn.Module):
                  classnames: Sequence[str] = ("bad photo", "good photo"), depth: int | None = None,
                  patch_stride: int = 64, val_stride: int | None = None, patch_batch: int = 64,
                  ctx_init: str = MODEL_DEFAULTS["ctx_init"], prompt_coupling: str = "independent",
-                 local_patches: str = "random", backbone: str | None = None, weights: str | None = None):
+                 local_patches: str = "random", stem_stats: bool = True, backbone: str | None = None,
+                 weights: str | None = None):
         super().__init__()
         if len(classnames) != 2:
             raise ValueError(f"CLIP-DQA needs two class names (bad, good), got {list(classnames)!r}")
@@ -134,10 +138,11 @@ class CLIPDQAModel(nn.Module):
         self.size = preprocess.image_size
         self.patch_stride, self.val_stride, self.patch_batch = int(patch_stride), val_stride, int(patch_batch)
         self.local_patches = local_patches
+        self.stem_stats = bool(stem_stats)
         self.backbone_name, self.backbone_weights = backbone, weights
         # What a checkpoint must name to rebuild these prompts (see checkpoint_payload).
         self.structure = {"n_ctx": int(n_ctx), "classnames": list(classnames), "ctx_init": ctx_init,
-                          "prompt_coupling": prompt_coupling, "depth": depth}
+                          "prompt_coupling": prompt_coupling, "depth": depth, "stem_stats": bool(stem_stats)}
         wt, wv = clip.text.width, clip.visual.width
         self.text_prompts = TextPrompts(clip, list(classnames), n_ctx=n_ctx, init=ctx_init)
         self.text_deep = nn.Parameter(self._text_deep_init(depth, ctx_init))
@@ -197,10 +202,16 @@ class CLIPDQAModel(nn.Module):
     def _encode(self, x: Tensor) -> Tensor:
         return self.preprocess.normalize(x.to(self.clip.device, self.clip.dtype))
 
-    def quality(self, global_tokens: Tensor, local_tokens: Tensor, text: Tensor | None = None) -> Tensor:
-        """P(good photo) for merged [global, local] token streams (N,G,W) and (N,L,W)."""
+    def _embed(self, views: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Tokens of [0,1] views and their class-token addition (None unless stem_stats on a hybrid backbone)."""
+        tokens, stats = self.clip.visual.embed_images(self._encode(views))
+        return tokens, stats if self.stem_stats else None
+
+    def quality(self, global_tokens: Tensor, local_tokens: Tensor, text: Tensor | None = None,
+                cls_extra: Tensor | None = None) -> Tensor:
+        """P(good photo) for merged [global, local] token streams (N,G,W) and (N,L,W); ``cls_extra`` (N,W)."""
         out = self.clip.visual.forward_tokens([global_tokens, local_tokens], deep_prompts=self.vision_prompts(),
-                                              prompts_before_ln_pre=True)
+                                              prompts_before_ln_pre=True, cls_extra=cls_extra)
         text = self.text_features() if text is None else text
         return prompt_probabilities(out.pooled, text, self.clip.logit_scale)[:, 1]
 
@@ -229,9 +240,8 @@ class CLIPDQAModel(nn.Module):
 
     def forward(self, global_view: Tensor, local_view: Tensor) -> Tensor:
         """Scores (N,) for batches of [0,1] global views and local patches, each (N,3,S,S)."""
-        visual = self.clip.visual
-        g = visual.embed_patches(self._encode(global_view))
-        return self.quality(g, visual.embed_patches(self._encode(local_view)))
+        g, stats = self._embed(global_view)
+        return self.quality(g, self._embed(local_view)[0], cls_extra=stats)
 
     def training_losses(self, views: tuple[Tensor, Tensor], target: Tensor) -> dict[str, Tensor]:
         """MSE between P(good photo) and the MOS scaled to [0,1]."""
@@ -242,15 +252,15 @@ class CLIPDQAModel(nn.Module):
     def score_image(self, image: Tensor, stride: int | None = None) -> Tensor:
         """Average P(good photo) over every local patch on the stride grid of one (3,H,W) image."""
         stride = stride or self.patch_stride
-        visual = self.clip.visual
-        g = visual.embed_patches(self._encode(self.global_view(image[None])))
+        g, stats = self._embed(self.global_view(image[None]))
         patches = self.preprocess.patches(image[None], self.size, stride)[0]
         text = self.text_features()
         total = torch.zeros((), dtype=torch.float32, device=g.device)
         for i in range(0, len(patches), self.patch_batch):
             chunk = patches[i : i + self.patch_batch]
-            local = visual.embed_patches(self._encode(chunk))
-            total += self.quality(g.expand(len(chunk), -1, -1), local, text).float().sum()
+            local = self._embed(chunk)[0]
+            extra = None if stats is None else stats.expand(len(chunk), -1)
+            total += self.quality(g.expand(len(chunk), -1, -1), local, text, extra).float().sum()
         return total / len(patches)
 
     def predict(self, images: Sequence[Tensor], phase: str = "test") -> Tensor:
@@ -275,6 +285,7 @@ def build_model(model_cfg: Mapping[str, Any], device: torch.device | str | None 
                          depth=cfg["depth"], patch_stride=int(cfg["patch_stride"]), val_stride=cfg["val_stride"],
                          patch_batch=int(cfg["patch_batch"]), ctx_init=str(cfg["ctx_init"]),
                          prompt_coupling=str(cfg["prompt_coupling"]), local_patches=str(cfg["local_patches"]),
+                         stem_stats=bool(cfg["stem_stats"]),
                          backbone=cfg["backbone"],
                          weights=cfg["weights"])
     return model.to(clip.device)
@@ -288,7 +299,7 @@ def load_model(checkpoint: str | os.PathLike, model: str | None = None, weights:
     if "prompt_coupling" not in mcfg:
         raise CheckpointError(f"{checkpoint}: this CLIP-DQA checkpoint predates the authors' prompt structure "
                               "(independent per-layer projections, no model.prompt_coupling); retrain it")
-    m = build_model({**mcfg, "backbone": name, "weights": w}, clip=clip, preprocess=preprocess)
+    m = build_model({"stem_stats": False, **mcfg, "backbone": name, "weights": w}, clip=clip, preprocess=preprocess)
     load_trainable_state(m, ck.state, str(checkpoint))
     return m.eval()
 

@@ -114,6 +114,9 @@ MODEL_DEFAULTS: dict[str, Any] = {
     # frozen hybrid stem's maps are computed once per crop and cached: clipiq.clip.stem_cache)
     "train_crops": "random",
     "hflip": True,
+    # A hybrid backbone's stem statistics go on the class token, as in the backbone's own forward (checkpoints
+    # that predate this setting were trained without them and load with False)
+    "stem_stats": True,
     "meta_init": None,  # a grmp-pretrain checkpoint whose prompts start fine-tuning
 }
 
@@ -243,7 +246,7 @@ class GRMPIQAModel(nn.Module):
                  vpt_depth: int | None = None, vpt_proj_dim: int | None = None, vpt_dropout: float = 0.1,
                  tune_blocks: int = 4, train_vpt: bool = False, stage: str = "finetune", train_resize: int = 244,
                  test_resize: int = 244, resize_mode: str = "shorter", test_crops: int = 1,
-                 train_crops: str = "random", hflip: bool = True,
+                 train_crops: str = "random", hflip: bool = True, stem_stats: bool = True,
                  reg_lambda: float = 0.0, scenes: Sequence[str] = SCENES, scene_template: str = SCENE_TEMPLATE,
                  reg_per_tensor: bool = False, backbone: str | None = None, weights: str | None = None):
         super().__init__()
@@ -278,6 +281,7 @@ class GRMPIQAModel(nn.Module):
         self.test_resize = round(self.size * float(test_resize) / 224)
         self.resize_mode, self.test_crops, self.hflip = resize_mode, int(test_crops), bool(hflip)
         self.train_crops = train_crops
+        self.stem_stats = bool(stem_stats)
         self.stage, self.tune_blocks = stage, int(tune_blocks) if stage == "finetune" else 0
         width = clip.visual.width
         proj = width if vpt_proj_dim is None else int(vpt_proj_dim)
@@ -325,8 +329,9 @@ class GRMPIQAModel(nn.Module):
     def image_features(self, x: Tensor) -> Tensor:
         """Pooled image embeddings (N, D) of normalised images through the prompted vision tower."""
         visual = self.clip.visual
-        return visual.forward_tokens(visual.embed_patches(x), deep_prompts=self.vision_prompts(),
-                                     pre_ln_post=self.prompt_norm).pooled
+        tokens, stats = visual.embed_images(x)
+        return visual.forward_tokens(tokens, deep_prompts=self.vision_prompts(), pre_ln_post=self.prompt_norm,
+                                     cls_extra=stats if self.stem_stats else None).pooled
 
     def class_features(self) -> Tensor:
         """Normalised text embeddings of the two prompted classes (2, D); cached while nothing they use changes."""
@@ -433,7 +438,9 @@ class GRMPIQAModel(nn.Module):
         """The tensors that trained in this stage plus the prompts (frozen ones too), the config, the backbone."""
         prompts = self.state_dict()
         state = {**{k: prompts[k].detach() for k in self.prompt_keys()}, **trainable_state(self)}
-        return payload(METHOD, state, {**dict(config), "stage": self.stage}, self.backbone)
+        # What the network needs to score as it trained is recorded whatever config the caller passes.
+        model_cfg = {**dict(config.get("model", {})), "stem_stats": self.stem_stats}
+        return payload(METHOD, state, {**dict(config), "model": model_cfg, "stage": self.stage}, self.backbone)
 
     # ---- meta-initialisation ----------------------------------------------------------------------------
 
@@ -478,6 +485,7 @@ def build_model(model_cfg: Mapping[str, Any], reg_cfg: Mapping[str, Any] | None 
         train_vpt=bool(cfg["train_vpt"]), stage=stage,
         train_resize=cfg["train_resize"], test_resize=cfg["test_resize"], resize_mode=cfg["resize_mode"],
         test_crops=int(cfg["test_crops"]), train_crops=str(cfg["train_crops"]), hflip=bool(cfg["hflip"]),
+        stem_stats=bool(cfg["stem_stats"]),
         reg_lambda=float(reg["lambda"]),
         scenes=list(reg["scenes"]), scene_template=reg["template"], reg_per_tensor=bool(reg["per_tensor"]),
         backbone=cfg["backbone"], weights=cfg["weights"])
@@ -498,7 +506,7 @@ def load_model(checkpoint: str | os.PathLike, model: str | None = None, weights:
                device: torch.device | str | None = None, precision: str = "fp32") -> GRMPIQAModel:
     """Rebuild a trained GRMP-IQA from its checkpoint on its own backbone (a different one is refused)."""
     ck, clip, preprocess, name, w = open_with_backbone(checkpoint, METHOD, model, weights, device, precision)
-    mcfg = {k: v for k, v in dict(ck.config.get("model", {})).items() if k in MODEL_DEFAULTS}
+    mcfg = {"stem_stats": False, **{k: v for k, v in dict(ck.config.get("model", {})).items() if k in MODEL_DEFAULTS}}
     stage = str(ck.config.get("stage", "finetune"))
     net = build_model({**mcfg, "backbone": name, "weights": w, "meta_init": None}, None, stage=stage,
                       clip=clip, preprocess=preprocess)

@@ -409,12 +409,7 @@ class RSFIQAModel(nn.Module):
         toks: list[Tensor] = [images[0]] * len(images)
         extras: list[Tensor | None] = [None] * len(images)
         for idx in groups.values():
-            x = self._encode(torch.stack([images[i] for i in idx]))
-            if visual.stem is not None:
-                maps = visual.stem_features(x)
-                t, e = visual.embed_stem_features(maps), visual.embed_stem_stats(maps)
-            else:
-                t, e = visual.embed_patches(x), None
+            t, e = visual.embed_images(self._encode(torch.stack([images[i] for i in idx])))
             for j, i in enumerate(idx):
                 toks[i] = t[j]
                 extras[i] = None if e is None else e[j]
