@@ -77,11 +77,11 @@ SHIPPED: dict[str, HubFile] = {
     "degradation-clip-v2": HubFile(
         name="grmp-iqa-degradation-clip-v2",
         package_file="weights/grmp-iqa-degradation-clip-v2.safetensors",
-        sha256="becc156eb570a48be4068e3e751e5a90975f21c349ee415ea3dfb697109f0bda",
-        size=1880608,
+        sha256="d2fcaa31ae06e94bab3a14374c893021af34810ad5a21e1eb62363ec4b70a21b",
+        size=1880584,
         license="MIT",  # this project's own checkpoint, under the project's licence
-        description="GRMP-IQA for degradation-clip-v2: 50 shots of the LIVE Challenge development part, from "
-                    "the meta-prompts, with the gradient regulariser (configs/grmp-iqa/livec-all.yaml).",
+        description="GRMP-IQA for degradation-clip-v2: 50 shots of the LIVE Challenge development part, fresh "
+                    "prompts, with the gradient regulariser (configs/grmp-iqa/livec-all.yaml).",
     ),
 }
 STAGES = ("pretrain", "finetune")
