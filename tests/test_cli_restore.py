@@ -129,7 +129,7 @@ def test_usage_errors_exit_2(images: Path, tmp_path: Path, capsys) -> None:
     assert main([*base, "--method", "dehaze-dpc"]) == 2
     assert "Did you mean dehaze-dcp" in capsys.readouterr().err
     assert main([*base, "--method", "dehaze-dcp", "--option", "omga=1"]) == 2
-    assert "unknown option(s) omga" in capsys.readouterr().err
+    assert "unknown option(s) 'omga'" in capsys.readouterr().err
 
 
 def test_bench_restore_on_pairs(tmp_path: Path, capsys) -> None:

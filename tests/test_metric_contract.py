@@ -148,7 +148,7 @@ def test_bad_inputs_name_the_input(name, build, bad, error, match):
 def test_unknown_and_wrongly_typed_options_raise(name):
     known = known_options(name)
     # Every metric takes batch_size: the CLI passes --batch-size to whichever metric it builds.
-    unknown = rf"unknown option\(s\) foo for metric {re.escape(name)}; known: .*batch_size"
+    unknown = rf"unknown option\(s\) 'foo' for metric {re.escape(name)}; known: .*batch_size"
     with pytest.raises(ConfigError, match=unknown):
         create_metric(name, model="test-tiny", device="cpu", foo=1)
     assert {"model", "weights", "device", "precision"}.isdisjoint(known)

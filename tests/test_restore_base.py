@@ -246,7 +246,7 @@ def test_create_restorer_checks_names_options_weights_and_precision() -> None:
     assert "dehaze-dcp" in list_restorers()
     r = create_restorer("Dehaze-DCP", device="cpu", omega=0.8, tile_overlap=16)
     assert r.name == "dehaze-dcp" and r.options == {"omega": 0.8} and r.tile_overlap == 16 and not r.training
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) omga for restorer dehaze-dcp; known: .*omega"):
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) 'omga' for restorer dehaze-dcp; known: .*omega"):
         create_restorer("dehaze-dcp", device="cpu", omga=0.8)
     with pytest.raises(UnknownNameError, match="Did you mean dehaze-dcp"):
         create_restorer("dehaze-dpc", device="cpu")

@@ -116,7 +116,7 @@ def test_unknown_name_and_option_errors():
     with pytest.raises(UnknownNameError, match="Did you mean slic") as info:
         create_segmenter("slc")
     assert isinstance(info.value, ClipIQError)
-    with pytest.raises(ConfigError, match="unknown option.*n_segment .*known: compactness, min_area, n_segments"):
+    with pytest.raises(ConfigError, match="unknown option.*n_segment'.*known: compactness, min_area, n_segments"):
         create_segmenter("slic", n_segment=10)
     with pytest.raises(ConfigError, match="option rows must be >= 1"):
         create_segmenter("grid", rows=0)

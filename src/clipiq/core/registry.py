@@ -135,7 +135,7 @@ def check_known_options(kind: str, name: str, options: Iterable[str], known: Ite
     if unknown:
         close = difflib.get_close_matches(unknown[0], known, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for {kind} {name}; "
+        raise ConfigError(f"unknown option(s) {', '.join(map(repr, unknown))} for {kind} {name}; "
                           f"known: {', '.join(known) or 'none'}.{hint}")
 
 
