@@ -2,7 +2,7 @@
 arXiv 2508.07818): segment the image, describe and score each region, with Region-aware Semantic Attention.
 
 There is no public code; this is built from the paper's text on a frozen CLIP, through the backbone's hooks only
-(``embed_patches`` / ``stem_features``, ``forward_tokens`` with per-layer attention masks), never a copied tower.
+(``embed_images``, ``forward_tokens`` with per-layer attention masks), never a copied tower.
 ``docs/methods/rsfiqa.md`` lists every choice; in short:
 
 From the paper's text
