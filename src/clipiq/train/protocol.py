@@ -402,7 +402,7 @@ def run_protocol(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.devi
             res = correlations(pred, targets[list(split.test)])
         row = {"round": r, "seed": seed, "n_train": len(train_idx), "n_val": len(split.val),
                "n_test": len(split.test), "steps": fit["steps"], "stopped_early": fit["stopped_early"],
-               "val_srcc": trainer.best, **res, "seconds": round(time.perf_counter() - started, 1),
+               "val_srcc": trainer.best, **res, "seconds": round(time.perf_counter() - started, 3),
                "checkpoint": str(ck)}
         done.write_text(json.dumps(row, indent=1))
         if not pcfg.get("keep_checkpoints"):
