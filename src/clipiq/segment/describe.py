@@ -23,7 +23,6 @@ Describers, built by :func:`create_describer` (see :func:`list_describers`):
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from clipiq.core.errors import ConfigError
 from clipiq.core.image import check_image_batch
 from clipiq.core.registry import Registry, check_known_options
 from clipiq.segment.base import check_option
+from clipiq.segment.registry import LazySpec
 
 __all__ = ["CONTENT_WORDS", "DEFAULT_DESCRIBER", "DESCRIBERS", "DIMENSIONS", "LEVELS", "PROMPT_PAIRS", "THRESHOLDS",
            "ClipDescriber", "DescriberSpec", "RegionDescriber", "RegionDescription", "check_regions",
@@ -281,19 +281,8 @@ class ClipDescriber(RegionDescriber):
 
 
 @dataclass(frozen=True)
-class DescriberSpec:
-    """A describer: ``target`` is ``"package.module:Class"``, called with the options named in ``options``."""
-
-    name: str
-    target: str
-    description: str
-    options: tuple[str, ...] = ()
-    needs: tuple[str, ...] = ()
-    has_weights: bool = False
-
-    def load(self) -> type[RegionDescriber]:
-        module, _, attr = self.target.partition(":")
-        return getattr(importlib.import_module(module), attr)
+class DescriberSpec(LazySpec):
+    """What a region describer is and how to build it: ``target`` is called with the options in ``options``."""
 
 
 DESCRIBERS: Registry[DescriberSpec] = Registry("describer")

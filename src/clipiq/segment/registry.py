@@ -13,7 +13,7 @@ from typing import Any
 from clipiq.core.registry import Registry, check_known_options
 from clipiq.segment.base import Segmenter
 
-__all__ = ["DEFAULT_SEGMENTER", "SEGMENTERS", "SegmenterSpec", "create_segmenter",
+__all__ = ["DEFAULT_SEGMENTER", "LazySpec", "SEGMENTERS", "SegmenterSpec", "create_segmenter",
            "get_segmenter_spec", "list_segmenters", "register_segmenter"]
 
 #: The segmenter used when none is named: offline, no weights.
@@ -24,11 +24,10 @@ COMMON_OPTIONS = ("min_area",)
 
 
 @dataclass(frozen=True)
-class SegmenterSpec:
-    """What a segmenter is and how to build it: ``target`` is ``"package.module:Class"``, called with the options.
+class LazySpec:
+    """A named component built from ``target``, ``"package.module:Class"``, imported only when first built.
 
-    ``options`` names the segmenter's own options (``min_area`` is always accepted); ``needs`` names the
-    optional packages it imports.
+    ``options`` names the component's own options; ``needs`` names the optional packages it imports.
     """
 
     name: str
@@ -38,9 +37,15 @@ class SegmenterSpec:
     needs: tuple[str, ...] = ()
     has_weights: bool = False
 
-    def load(self) -> type[Segmenter]:
+    def load(self) -> type:
+        """The component's class (its module imported now)."""
         module, _, attr = self.target.partition(":")
         return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class SegmenterSpec(LazySpec):
+    """What a segmenter is and how to build it (``min_area`` is accepted besides ``options``)."""
 
 
 SEGMENTERS: Registry[SegmenterSpec] = Registry("segmenter")
