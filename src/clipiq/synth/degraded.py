@@ -80,6 +80,23 @@ def check_names(what: str, names: Sequence[str] | None, known: Sequence[str], it
     return chosen
 
 
+def list_photos(src: Path, out: Path, max_photos: int | None) -> list[Path]:
+    """The photos under ``src`` in sorted path order (recursively), never any inside the output folder ``out``,
+    the first ``max_photos`` of them; FileNotFoundError when there are none."""
+    photos = [p for p in list_images([src], recursive=True) if out.resolve() not in p.resolve().parents]
+    if max_photos is not None:
+        photos = photos[:max_photos]
+    if not photos:
+        raise FileNotFoundError(f"{src}: no images found")
+    return photos
+
+
+def photo_entries(src: Path, photos: list[Path]) -> list[list[Any]]:
+    """Names and sizes of the photos, for a dataset record: a changed photo set is noticed even when the
+    arguments are the same."""
+    return [[p.relative_to(src).as_posix(), p.stat().st_size] for p in photos]
+
+
 def distortion_type_ids(degradations: Sequence[str] | None = None) -> dict[str, int]:
     """Type numbers (1-based, in registry order, so stable across subsets) of the chosen degradations."""
     from clipiq.degrade import DEGRADATIONS
@@ -243,11 +260,7 @@ def write_synthetic_dataset(
         raise ValueError(f"max_photos must be positive or None, got {max_photos}")
     type_ids = distortion_type_ids(degradations)
     lv = _check_levels(levels, type_ids)
-    photos = [p for p in list_images([src], recursive=True) if out not in p.parents]
-    if max_photos is not None:
-        photos = photos[:max_photos]
-    if not photos:
-        raise FileNotFoundError(f"{src}: no images found")
+    photos = list_photos(src, out, max_photos)
     out.mkdir(parents=True, exist_ok=True)
     names = list(type_ids)
     jobs = [(p, i + 1, out, names, lv, int(seed), crop) for i, p in enumerate(photos)]

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from clipiq.data.io import list_images, load_image, save_image
+from clipiq.data.io import load_image, save_image
 from clipiq.data.labels import IQALabels, LabelFileError, read_csv_labels
 from clipiq.synth.degraded import (
     _center_crop,
@@ -35,6 +35,8 @@ from clipiq.synth.degraded import (
     _write_labels,
     check_names,
     distortion_type_ids,
+    list_photos,
+    photo_entries,
 )
 
 logger = logging.getLogger(__name__)
@@ -117,17 +119,12 @@ def _plan(
     haze_ids = distortion_type_ids(["haze"])
     lv = _check_levels(levels, haze_ids)
     names = _check_dehazers(dehazers)
-    photos = [p for p in list_images([src], recursive=True) if out.resolve() not in p.resolve().parents]
-    if max_photos is not None:
-        photos = photos[:max_photos]
-    if not photos:
-        raise FileNotFoundError(f"{src}: no images found")
+    photos = list_photos(src, out, max_photos)
     record = {
         "kind": "dehazed",
         "format_version": FORMAT_VERSION,
         "photos_dir": str(src.resolve()),
-        # names and sizes, so a changed photo set is noticed even when the arguments are the same
-        "photos": [[p.relative_to(src).as_posix(), p.stat().st_size] for p in photos],
+        "photos": photo_entries(src, photos),
         "levels": list(lv),
         "dehazers": list(names),
         "seed": int(seed),

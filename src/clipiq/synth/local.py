@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipiq.data.io import list_images, load_image, save_image
+from clipiq.data.io import load_image, save_image
 from clipiq.data.labels import IQALabels, LabelFileError, read_csv_labels
 from clipiq.synth.degraded import (
     DEFAULT_LEVELS,
@@ -50,6 +50,8 @@ from clipiq.synth.degraded import (
     _write_labels,
     check_names,
     distortion_type_ids,
+    list_photos,
+    photo_entries,
 )
 
 logger = logging.getLogger(__name__)
@@ -236,17 +238,12 @@ def _plan(
     type_ids = distortion_type_ids(degradations)
     lv = _check_levels(levels, type_ids)
     kinds = _check_regions(regions)
-    photos = [p for p in list_images([src], recursive=True) if out.resolve() not in p.resolve().parents]
-    if max_photos is not None:
-        photos = photos[:max_photos]
-    if not photos:
-        raise FileNotFoundError(f"{src}: no images found")
+    photos = list_photos(src, out, max_photos)
     record = {
         "kind": "local",
         "format_version": FORMAT_VERSION,
         "photos_dir": str(src.resolve()),
-        # names and sizes, so a changed photo set is noticed even when the arguments are the same
-        "photos": [[p.relative_to(src).as_posix(), p.stat().st_size] for p in photos],
+        "photos": photo_entries(src, photos),
         "degradations": list(type_ids),
         "levels": list(lv),
         "regions": list(kinds),
