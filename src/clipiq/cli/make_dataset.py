@@ -101,6 +101,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
+def _shared_options(args: argparse.Namespace) -> dict[str, object]:
+    """The writer arguments every kind takes, from the command line."""
+    return {"seed": args.seed, "crop": args.crop, "max_photos": args.max_photos, "workers": args.workers,
+            "overwrite": args.overwrite}
+
+
 def _run_degraded(args: argparse.Namespace) -> int:
     from clipiq.synth.degraded import DEFAULT_LEVELS, write_synthetic_dataset
 
@@ -109,11 +115,7 @@ def _run_degraded(args: argparse.Namespace) -> int:
         args.out_dir,
         degradations=args.degradations,
         levels=args.levels if args.levels is not None else DEFAULT_LEVELS,
-        seed=args.seed,
-        crop=args.crop,
-        max_photos=args.max_photos,
-        workers=args.workers,
-        overwrite=args.overwrite,
+        **_shared_options(args),
     )
     n_refs = len({s.ref for s in labels})
     n_types = len({s.distortion for s in labels})
@@ -132,11 +134,7 @@ def _run_dehazed(args: argparse.Namespace) -> int:
         args.out_dir,
         levels=args.levels if args.levels is not None else DEFAULT_HAZE_LEVELS,
         dehazers=args.dehazers,
-        seed=args.seed,
-        crop=args.crop,
-        max_photos=args.max_photos,
-        workers=args.workers,
-        overwrite=args.overwrite,
+        **_shared_options(args),
     )
     n_refs = len({s.ref for s in labels})
     n_levels = len({s.level for s in labels})
@@ -158,11 +156,7 @@ def _run_local(args: argparse.Namespace) -> int:
         regions=args.regions,
         segments=args.segments if args.segments is not None else DEFAULT_SEGMENTS,
         feather=args.feather if args.feather is not None else 0,
-        seed=args.seed,
-        crop=args.crop,
-        max_photos=args.max_photos,
-        workers=args.workers,
-        overwrite=args.overwrite,
+        **_shared_options(args),
     )
     n_refs = len({s.ref for s in labels})
     n_types = len({s.distortion for s in labels})
