@@ -7,7 +7,7 @@ frozen and shared, so a method never copies the backbone.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -76,6 +76,52 @@ class TextPrompts(nn.Module):
         return nn.functional.normalize(out, dim=-1) if normalize else out
 
 
+def split_phrase(phrase: str) -> tuple[str, str, str]:
+    """'Good photo.' -> ('Good', 'photo', '.'): the context words, the class word and its punctuation."""
+    words = phrase.split()
+    if len(words) < 2:
+        raise ValueError(f"a prompt phrase needs context words before its class word, got {phrase!r}")
+    word = words[-1].rstrip(".!?,;:")
+    if not word:
+        raise ValueError(f"the last word of {phrase!r} has no letters")
+    return " ".join(words[:-1]), word, words[-1][len(word) :]
+
+
+def phrase_prompts(clip: CLIP, phrase: str) -> TextPrompts:
+    """CoOp prompts for one phrase: learnable context starting at its leading words ("Good"), then the fixed
+    last word ("photo") and its punctuation, as CLIP-IQA+ learns its antonym pair."""
+    context, word, suffix = split_phrase(phrase)
+    n_ctx = int(tokenize([context])[0].argmax()) - 1  # BPE tokens between start and end of text
+    return TextPrompts(clip, [word], n_ctx=n_ctx, init=context, suffix=suffix)
+
+
+class TextFeatureCache:
+    """Text features kept between calls while nothing they are computed from changes.
+
+    A prompted method's class embeddings depend only on its parameters, so inference computes them once. The
+    key is each given tensor's identity, version, storage and dtype: optimiser steps and ``load_state_dict``
+    change a tensor in place, which bumps its version and retires the entry, and ``.to()`` moves its storage.
+    Nothing is cached in training mode or while autograd records, where the features must carry their graph.
+    """
+
+    def __init__(self) -> None:
+        self._entry: tuple[tuple, Tensor] | None = None
+
+    def get(self, training: bool, tensors: Iterable[Tensor], compute: Callable[[], Tensor]) -> Tensor:
+        """The cached features, or ``compute()`` (stored when not ``training`` and no grad is recorded)."""
+        if training or torch.is_grad_enabled():
+            return compute()
+        # ``Module.to()`` swaps a parameter's storage without a new version: the data pointer and dtype see it.
+        key = tuple((id(t), t._version, t.data_ptr(), t.dtype) for t in tensors)
+        if self._entry is None or self._entry[0] != key:
+            self._entry = (key, compute())
+        return self._entry[1]
+
+    def clear(self) -> None:
+        """Forget the stored features."""
+        self._entry = None
+
+
 class DeepPrompts(nn.Module):
     """Learnable prompt tokens for layers ``0..depth-1`` of one tower (VPT-deep / MaPLe style).
 
@@ -129,4 +175,4 @@ def prompt_probabilities(image_features: Tensor, text_features: Tensor, logit_sc
     return (scale * img @ txt.t()).softmax(dim=-1)
 
 
-__all__ = ["DeepPrompts", "TextPrompts", "prompt_probabilities"]
+__all__ = ["DeepPrompts", "TextFeatureCache", "TextPrompts", "phrase_prompts", "prompt_probabilities", "split_phrase"]

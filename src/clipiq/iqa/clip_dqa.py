@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess
-from clipiq.clip.prompts import TextPrompts, prompt_probabilities
+from clipiq.clip.prompts import TextFeatureCache, TextPrompts, prompt_probabilities
 from clipiq.core.hub import HubFile
 from clipiq.core.tensors import load_trainable_state, trainable_state
 from clipiq.iqa.checkpoint import CheckpointError, backbone_record, open_with_backbone, payload
@@ -155,7 +155,7 @@ class CLIPDQAModel(nn.Module):
             self.vision_proj = nn.ModuleList(_zero_linear(wv, wv) for _ in range(depth))
         else:
             self.couple = nn.ModuleList(_zero_linear(wt, wv) for _ in range(depth))
-        self._text_cache: tuple[tuple[torch.device, torch.dtype], Tensor] | None = None
+        self._text_cache = TextFeatureCache()
 
     def _text_deep_init(self, depth: int, ctx_init: str) -> Tensor:
         """Text prompts of layers 1..depth-1: the context's hidden states there (phrase init), else N(0, 0.02)."""
@@ -173,7 +173,6 @@ class CLIPDQAModel(nn.Module):
         """Train mode for the prompts; the backbone stays in eval mode (it is frozen)."""
         super().train(mode)
         self.clip.eval()
-        self._text_cache = None
         return self
 
     def _text_layers(self) -> list[Tensor]:
@@ -189,15 +188,11 @@ class CLIPDQAModel(nn.Module):
 
     def text_features(self) -> Tensor:
         """Normalised embeddings of the two prompted classes (2, embed_dim)."""
-        # Keyed by where the backbone is, so the cache never outlives a move by ``.to()``.
-        key = (self.clip.device, self.clip.dtype)
-        if not self.training and self._text_cache is not None and self._text_cache[0] == key:
-            return self._text_cache[1]
+        return self._text_cache.get(self.training, self.parameters(), self._compute_text_features)
+
+    def _compute_text_features(self) -> Tensor:
         first, *deep = self._text_layers()
-        feats = self.text_prompts(self.clip, deep_prompts=[None, *deep], ctx=first)
-        if not self.training:
-            self._text_cache = (key, feats)
-        return feats
+        return self.text_prompts(self.clip, deep_prompts=[None, *deep], ctx=first)
 
     def _encode(self, x: Tensor) -> Tensor:
         return self.preprocess.normalize(x.to(self.clip.device, self.clip.dtype))

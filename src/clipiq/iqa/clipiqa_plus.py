@@ -29,8 +29,7 @@ from torch import Tensor, nn
 from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess
-from clipiq.clip.prompts import TextPrompts
-from clipiq.clip.tokenizer import tokenize
+from clipiq.clip.prompts import TextFeatureCache, phrase_prompts
 from clipiq.clip.vocabulary import ATTRIBUTE_PROMPTS
 from clipiq.core.hub import HubFile
 from clipiq.core.tensors import load_trainable_state, trainable_state
@@ -83,23 +82,6 @@ def shipped_checkpoint(model: str | None = None) -> Path:
     return CLIPIQAPlus.shipped_checkpoint(model)
 
 
-def _split_phrase(phrase: str) -> tuple[str, str, str]:
-    """'Good photo.' -> ('Good', 'photo', '.'): the context words, the class word and its punctuation."""
-    words = phrase.split()
-    if len(words) < 2:
-        raise ValueError(f"a CLIP-IQA+ phrase needs context words before its class word, got {phrase!r}")
-    word = words[-1].rstrip(".!?,;:")
-    if not word:
-        raise ValueError(f"the last word of {phrase!r} has no letters")
-    return " ".join(words[:-1]), word, words[-1][len(word) :]
-
-
-def _phrase_prompts(clip: CLIP, phrase: str) -> TextPrompts:
-    context, word, suffix = _split_phrase(phrase)
-    n_ctx = int(tokenize([context])[0].argmax()) - 1  # BPE tokens between start and end of text
-    return TextPrompts(clip, [word], n_ctx=n_ctx, init=context, suffix=suffix)
-
-
 class FeatureCache:
     """Image-tower features of each image's views, kept while the image tensor lives (the tower is frozen).
 
@@ -150,27 +132,20 @@ class CLIPIQAPlusModel(nn.Module):
         self.preprocess = preprocess
         self.view, self.max_side, self.max_tiles, self.loss = view, max_side, int(max_tiles), loss
         self.backbone_name, self.backbone_weights = backbone, weights
-        self.prompts = nn.ModuleList(_phrase_prompts(clip, p) for p in pair)
+        self.prompts = nn.ModuleList(phrase_prompts(clip, p) for p in pair)
         self.features = features if features is not None else FeatureCache()
-        self._text_cache: tuple[tuple[torch.device, torch.dtype], Tensor] | None = None
+        self._text_cache = TextFeatureCache()
 
     def train(self, mode: bool = True) -> CLIPIQAPlusModel:
         """Train mode for the prompts; the backbone stays in eval mode (it is frozen)."""
         super().train(mode)
         self.clip.eval()
-        self._text_cache = None
         return self
 
     def text_features(self) -> Tensor:
         """Normalised (positive, negative) text features (2, embed_dim), cached outside training."""
-        # Keyed by where the backbone is, so the cache never outlives a move by ``.to()``.
-        key = (self.clip.device, self.clip.dtype)
-        if not self.training and self._text_cache is not None and self._text_cache[0] == key:
-            return self._text_cache[1]
-        feats = torch.cat([p(self.clip) for p in self.prompts])
-        if not self.training:
-            self._text_cache = (key, feats)
-        return feats
+        return self._text_cache.get(self.training, self.parameters(),
+                                    lambda: torch.cat([p(self.clip) for p in self.prompts]))
 
     def quality(self, image_features: Tensor, mask: Tensor | None = None) -> Tensor:
         """P(positive) (N,) from view features (N, V, D), averaged over the views ``mask`` marks."""

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess, check_aspect_ratio, interpolate, shorter_side_to
-from clipiq.clip.prompts import DeepPrompts, TextPrompts, prompt_probabilities
+from clipiq.clip.prompts import DeepPrompts, TextFeatureCache, TextPrompts, prompt_probabilities
 from clipiq.clip.tokenizer import tokenize
 from clipiq.core.hub import HubFile
 from clipiq.core.tensors import load_trainable_state, trainable_state
@@ -305,7 +305,7 @@ class GRMPIQAModel(nn.Module):
         self.reg_lambda = float(reg_lambda) if stage == "finetune" else 0.0
         self.reg_per_tensor = bool(reg_per_tensor)
         self.zero_shot: _ZeroShotVisual | None = None
-        self._text_cache: tuple[tuple, Tensor] | None = None
+        self._text_cache = TextFeatureCache()
         if self.reg_lambda > 0:
             if not scenes:
                 raise ValueError("the regulariser needs at least one scene prompt (regularization.scenes)")
@@ -335,14 +335,8 @@ class GRMPIQAModel(nn.Module):
 
     def class_features(self) -> Tensor:
         """Normalised text embeddings of the two prompted classes (2, D); cached while nothing they use changes."""
-        if self.training or torch.is_grad_enabled():
-            return self.text_prompts(self.clip)
-        # In-place updates (optimiser steps, load_state_dict) bump a tensor's version, which retires the cache.
-        key = (str(self.clip.device), self.clip.dtype, *((id(t), t._version) for t in (
-            *self.text_prompts.parameters(), *self.clip.text.parameters())))
-        if self._text_cache is None or self._text_cache[0] != key:
-            self._text_cache = (key, self.text_prompts(self.clip))
-        return self._text_cache[1]
+        return self._text_cache.get(self.training, (*self.text_prompts.parameters(), *self.clip.text.parameters()),
+                                    lambda: self.text_prompts(self.clip))
 
     def _logits(self, img: Tensor, txt: Tensor) -> Tensor:
         # fp32 head, as prompt_probabilities: bf16 rounding of the logits costs ranking fidelity.

@@ -62,7 +62,7 @@ from torch import Tensor, nn
 from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess, check_aspect_ratio, interpolate
-from clipiq.clip.prompts import TextPrompts, prompt_probabilities
+from clipiq.clip.prompts import TextFeatureCache, phrase_prompts, prompt_probabilities
 from clipiq.clip.stem_cache import tensor_digest
 from clipiq.clip.tokenizer import tokenize
 from clipiq.core.tensors import load_trainable_state, trainable_state
@@ -205,17 +205,6 @@ class RegionCache:
         return self  # shared: entries depend only on pixels and the segmentation settings
 
 
-def _phrase_prompts(clip: CLIP, phrase: str) -> TextPrompts:
-    """'Good photo.' -> learnable context "Good" before the fixed word "photo" and ".", starting at the phrase."""
-    words = phrase.split()
-    word = words[-1].rstrip(".!?,;:") if words else ""
-    if len(words) < 2 or not word:
-        raise ValueError(f"a quality phrase needs context words before its last word, got {phrase!r}")
-    context = " ".join(words[:-1])
-    n_ctx = int(tokenize([context])[0].argmax()) - 1
-    return TextPrompts(clip, [word], n_ctx=n_ctx, init=context, suffix=words[-1][len(word) :])
-
-
 def create_region_describer(name: str, clip: CLIP, preprocess: Preprocess,
                             options: Mapping[str, Any] | None = None) -> Callable[[Tensor, Tensor], list]:
     """A describer from ``clipiq.segment.describe`` (imported on first use); ``clip`` shares the backbone."""
@@ -270,8 +259,8 @@ class RSFIQAModel(nn.Module):
                           "segmenter_options": self.segmenter_options, "segment_size": self.segment_size,
                           "describer": self.describer_name, "describer_options": self.describer_options,
                           "quality_pair": list(quality_pair), "max_regions": self.max_regions, "hflip": self.hflip}
-        self.good = _phrase_prompts(clip, quality_pair[0])
-        self.bad = _phrase_prompts(clip, quality_pair[1])
+        self.good = phrase_prompts(clip, quality_pair[0])
+        self.bad = phrase_prompts(clip, quality_pair[1])
         d = clip.cfg.embed_dim
         self.region_scorer = nn.Linear(d, 1, bias=False)  # a bias would cancel in the softmax over regions
         nn.init.zeros_(self.region_scorer.weight)
@@ -280,7 +269,7 @@ class RSFIQAModel(nn.Module):
         self.region_cache = region_cache if region_cache is not None else RegionCache()
         self._sentences: dict[str, Tensor] = {}
         self._lock = threading.Lock()
-        self._text_cache: tuple[tuple[torch.device, torch.dtype], Tensor] | None = None
+        self._text_cache = TextFeatureCache()
 
     @property
     def uses_descriptions(self) -> bool:
@@ -305,20 +294,14 @@ class RSFIQAModel(nn.Module):
         """Train mode for the trained tensors; the backbone stays in eval mode (it is frozen)."""
         super().train(mode)
         self.clip.eval()
-        self._text_cache = None
         return self
 
     # ---- text side -----------------------------------------------------------------------------------------
 
     def text_features(self) -> Tensor:
-        """Normalised embeddings of the learnable (good, bad) pair (2, embed_dim)."""
-        key = (self.clip.device, self.clip.dtype)
-        if not self.training and self._text_cache is not None and self._text_cache[0] == key:
-            return self._text_cache[1]
-        feats = torch.cat([self.good(self.clip), self.bad(self.clip)])
-        if not self.training:
-            self._text_cache = (key, feats)
-        return feats
+        """Normalised embeddings of the learnable (good, bad) pair (2, embed_dim), cached outside training."""
+        return self._text_cache.get(self.training, self.parameters(),
+                                    lambda: torch.cat([self.good(self.clip), self.bad(self.clip)]))
 
     @torch.no_grad()
     def sentence_embeddings(self, sentences: Sequence[str]) -> Tensor:
