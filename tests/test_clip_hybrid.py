@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 import clipiq
@@ -16,6 +18,10 @@ from clipiq.clip.efficientnet import (
     LITE0_MEAN,
     LITE0_STD,
     LITE0_WEIGHTS,
+    ConvBN,
+    EfficientNetLite0,
+    StemMaps,
+    _same_padding,
     imagenet_classes,
     load_lite0,
     resolve_lite0_weights,
@@ -199,3 +205,181 @@ def test_frozen_stem_survives_a_meta_build_and_state_load():
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(target.eval().encode_image(x), source.eval().encode_image(x))
+
+
+# -- the fast inference path (folded batch norms, channels_last, padding by the conv) ----------------
+
+
+def _random_stem(seed: int = 0, frozen: bool = True) -> EfficientNetLite0:
+    """A stem with random weights and random, non-trivial batch-norm statistics and affine parameters."""
+    torch.manual_seed(seed)
+    net = EfficientNetLite0(frozen=frozen)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.5)
+                m.running_var.uniform_(0.3, 3.0)
+                m.weight.uniform_(0.3, 1.5)
+                m.bias.normal_(0.0, 0.5)
+    return net.eval()
+
+
+def _assert_maps_close(fast: StemMaps, ref: StemMaps, rel: float = 1e-4) -> None:
+    for name, a, b in zip(("s16", "s32", "stats"), fast, ref, strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype and a.is_contiguous(), name
+        scale = float(b.abs().max())
+        assert float((a - b).abs().max()) <= rel * scale, (name, float((a - b).abs().max()), scale)
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_same_padding_by_the_conv_equals_f_pad(kernel):
+    # Odd sizes pad symmetrically; even sizes pad one more after, done with a zero-prepended kernel.
+    torch.manual_seed(kernel)
+    conv = ConvBN(6, 6, kernel, stride=2, groups=6).eval()
+    f = conv.fused()
+    for h in range(1, 14):
+        for w in (1, 2, 7, 8):
+            x = torch.randn(2, 6, h, w)
+            (top, bottom), (left, right) = _same_padding(h, kernel, 2), _same_padding(w, kernel, 2)
+            ref = F.conv2d(F.pad(x, (left, right, top, bottom)), f.weight, f.bias, 2, 0, 1, 6)
+            xx, weight, padding = conv._same_padding_conv(x, f)
+            assert xx is x  # no padded copy of the input
+            out = F.conv2d(xx, weight, f.bias, 2, padding, 1, 6)
+            assert out.shape == ref.shape == (2, 6, -(-h // 2), -(-w // 2))
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_symmetric_padding_and_slicing_is_not_same_padding():
+    # Why the kernel trick: padding p+1 on both sides moves every stride-2 window by one pixel, which no slice of
+    # the output undoes (the windows sit on the other parity), so it differs from 'same' padding for even sizes.
+    torch.manual_seed(0)
+    x, w = torch.randn(1, 1, 8, 8), torch.randn(1, 1, 3, 3)
+    ref = F.conv2d(F.pad(x, (0, 1, 0, 1)), w, stride=2)
+    sym = F.conv2d(x, w, stride=2, padding=1)
+    assert sym.shape == ref.shape and not torch.allclose(sym, ref)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (65, 97), (70, 45), (33, 50)])
+def test_fast_stem_equals_the_reference(size):
+    net = _random_stem(seed=sum(size))
+    x = torch.rand(2, 3, *size) * 2 - 1
+    with torch.no_grad():
+        assert net.stem.uses_fast_path() and net.fast
+        fast, fast_logits = net.features(x), net(x)
+        with net.reference_path():
+            assert not net.stem.uses_fast_path() and not net.fast
+            ref, ref_logits = net.features(x), net(x)
+        assert net.fast  # restored
+    _assert_maps_close(fast, ref)
+    torch.testing.assert_close(fast_logits, ref_logits, rtol=1e-4, atol=1e-4 * float(ref_logits.abs().max()))
+
+
+@pytest.mark.parametrize("fused_op, channels_last", [(False, True), (True, False), (False, False)])
+def test_fast_stem_fallbacks_equal_the_reference(monkeypatch, fused_op, channels_last):
+    # Without oneDNN's fused conv (another torch build) and without channels_last the fast path is still exact.
+    import clipiq.clip.efficientnet as effnet
+
+    monkeypatch.setattr(effnet, "_POINTWISE_OK", fused_op)
+    monkeypatch.setattr(effnet, "_CHANNELS_LAST", channels_last)
+    net = _random_stem(seed=11)
+    x = torch.rand(2, 3, 66, 49) * 2 - 1
+    with torch.no_grad():
+        fast = net.features(x)
+        with net.reference_path():
+            ref = net.features(x)
+    _assert_maps_close(fast, ref)
+    assert fused_op == effnet._POINTWISE_OK  # the fused op, when used, did not fail
+
+
+def test_fast_stem_equals_the_reference_with_imagenet_weights(lite0):
+    x = torch.rand(1, 3, 224, 225) * 2 - 1
+    with torch.no_grad():
+        fast = lite0.features(x)
+        with lite0.reference_path():
+            ref = lite0.features(x)
+    _assert_maps_close(fast, ref)
+
+
+def test_fast_stem_in_bf16_stays_close():
+    net = _random_stem(seed=3).to(torch.bfloat16)
+    x = torch.rand(1, 3, 64, 96) * 2 - 1
+    with torch.no_grad():
+        fast = net.features(x)
+        with net.reference_path():
+            ref = net.features(x)
+    assert fast.s16.dtype == torch.bfloat16
+    _assert_maps_close(fast, ref, rel=0.1)  # the reference rounds to bf16 twice (conv, then batch norm)
+
+
+def test_training_uses_batch_statistics_and_gradients_flow():
+    net = _random_stem(seed=4, frozen=False).train()
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    block = net.blocks[3].depthwise
+    assert not block.uses_fast_path()
+    stats = block.bn.running_mean.clone()
+    net(x).sum().backward()
+    assert not torch.equal(block.bn.running_mean, stats)  # batch statistics were used and collected
+    assert block._fused is None  # the fold was never computed
+    assert all(p.grad is not None for p in net.parameters())
+    # Eval mode of an unfrozen stem with gradients on: still the exact path, so the weights get gradients.
+    net.eval().zero_grad()
+    assert not block.uses_fast_path()
+    net.features(x).s32.sum().backward()
+    assert net.stem.conv.weight.grad is not None and block.bn.weight.grad is not None
+
+
+def test_a_frozen_stem_gives_input_gradients_like_the_reference():
+    net = _random_stem(seed=5)
+    x = (torch.rand(1, 3, 48, 50) * 2 - 1).requires_grad_()
+    assert net.stem.uses_fast_path()  # the weights need no gradient, the input does: the fold is still exact
+    (g_fast,) = torch.autograd.grad(net.features(x).s16.square().mean(), x)
+    with net.reference_path():
+        (g_ref,) = torch.autograd.grad(net.features(x).s16.square().mean(), x)
+    torch.testing.assert_close(g_fast, g_ref, rtol=1e-3, atol=1e-4 * float(g_ref.abs().max()))
+
+
+def test_fold_follows_in_place_changes_of_weights_and_statistics():
+    net = _random_stem(seed=6)
+    keys = list(net.state_dict())
+    x = torch.rand(1, 3, 64, 66) * 2 - 1
+
+    def check() -> StemMaps:
+        with torch.no_grad():
+            fast = net.features(x)
+            with net.reference_path():
+                _assert_maps_close(fast, net.features(x))
+        return fast
+
+    first = check()
+    bn = net.blocks[2].depthwise.bn
+    folded = net.blocks[2].depthwise._fused
+    with torch.no_grad():
+        bn.running_var.mul_(4.0)  # buffers change in place (a load_state_dict copies in place too)
+    second = check()
+    assert not torch.allclose(first.s16, second.s16) and net.blocks[2].depthwise._fused is not folded
+    with torch.no_grad():
+        net.blocks[5].project.conv.weight.mul_(-1.0)
+        net.stem.bn.bias.add_(0.25)
+    third = check()
+    assert not torch.allclose(second.s16, third.s16)
+    net.load_state_dict(_random_stem(seed=7).state_dict())
+    fourth = check()
+    assert not torch.allclose(third.s16, fourth.s16)
+    # A replaced tensor (same values, new storage) is caught too, and nothing of the fold is in the state dict.
+    net.blocks[0].project.bn.running_mean = net.blocks[0].project.bn.running_mean.clone() + 1.0
+    check()
+    assert list(net.state_dict()) == keys
+    clone = copy.deepcopy(net)
+    assert all(m._fused is None for m in clone.modules() if isinstance(m, ConvBN))
+    with torch.no_grad():
+        _assert_maps_close(clone.features(x), net.features(x), rel=1e-6)
+
+
+def test_fast_stem_keeps_the_hybrid_tower_outputs(hybrid):
+    model, _ = hybrid
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        fast = model.encode_image(x)
+        with model.visual.stem.reference_path():
+            ref = model.encode_image(x)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)

@@ -13,18 +13,24 @@ record. The network expects inputs normalised with mean 0.5 and std 0.5 (values 
 For the hybrid tower :meth:`EfficientNetLite0.features` returns two maps: the end of stage 5 (112
 channels, stride 16) and the end of stage 7 (320 channels, stride 32), the input of the 1x1 head conv
 (1280 channels). The head is left out of ``features`` because its input is 4x smaller to cache.
+
+Inference with the weights frozen takes a fast path (see :class:`ConvBN`): batch norms folded into the convs,
+channels_last, 'same' padding by the conv, ReLU6 and residual adds fused into oneDNN's conv. Its outputs equal the
+reference path's up to float rounding; ``EfficientNetLite0.reference_path()`` forces the reference for comparison.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from itertools import accumulate
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +60,9 @@ __all__ = [
 LITE0_MEAN = (0.5, 0.5, 0.5)
 LITE0_STD = (0.5, 0.5, 0.5)
 BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon, which the running statistics were collected with
+# The fast path runs channels_last: oneDNN's depthwise convs are several times faster that way on CPU (see
+# benchmarks/bench_stem_speed.py, which also times it off; a change takes effect for newly folded weights).
+_CHANNELS_LAST = True
 
 
 class StageSpec(NamedTuple):
@@ -102,8 +111,26 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+class _Fused(NamedTuple):
+    """Batch norm folded into the conv: the source tensors it was computed from and the folded weights."""
+
+    sources: tuple[Tensor, ...]  # detached aliases: they keep the storages alive, so a data_ptr is never reused
+    versions: tuple[int, ...]
+    weight: Tensor
+    bias: Tensor
+    padded: dict[tuple[bool, bool], Tensor]  # per (pad rows, pad columns): the kernel with a leading zero row/column
+
+
 class ConvBN(nn.Module):
-    """Conv (no bias) + batch norm + optional ReLU6, with TF 'same' padding."""
+    """Conv (no bias) + batch norm + optional ReLU6, with TF 'same' padding.
+
+    Inference (eval mode, no gradient needed for the weights) takes a fast path with the same outputs up to float
+    rounding: the batch norm is folded into the conv (lazily, cached until a source tensor changes), the kernels
+    are channels_last, and stride-2 'same' padding is done by the conv itself. ``fast = False`` forces the
+    reference path (benchmarks and tests compare the two); training always uses it.
+    """
+
+    fast: bool = True
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True):
         super().__init__()
@@ -113,13 +140,119 @@ class ConvBN(nn.Module):
         self.conv = nn.Conv2d(cin, cout, kernel, stride, pad, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=BN_EPS)
         self.act = nn.ReLU6(inplace=True) if act else nn.Identity()
+        self._fused: _Fused | None = None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle and deepcopy without the folded weights: a copy rebuilds them on first use."""
+        state = self.__dict__.copy()
+        state["_fused"] = None
+        return state
+
+    def _sources(self) -> tuple[Tensor, ...]:
+        bn = self.bn
+        assert bn.running_mean is not None and bn.running_var is not None
+        return self.conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var
+
+    def uses_fast_path(self) -> bool:
+        """Whether ``forward`` folds the batch norm now: eval mode, and no gradient wanted for the weights."""
+        if not self.fast or self.training:
+            return False
+        sources = self._sources()
+        if any(t.is_meta or torch.is_inference(t) for t in sources):  # inference tensors have no version counter
+            return False
+        return not (torch.is_grad_enabled() and any(t.requires_grad for t in sources))
+
+    def fused(self) -> _Fused:
+        """The batch norm folded into the conv weight and a bias, recomputed when any source tensor changed."""
+        sources = self._sources()
+        versions = tuple(t._version for t in sources)
+        f = self._fused
+        if f is not None and f.versions == versions and all(
+            a.data_ptr() == b.data_ptr() and a.dtype == b.dtype and a.device == b.device and a.shape == b.shape
+            for a, b in zip(f.sources, sources, strict=True)
+        ):
+            return f
+        w, gamma, beta, mean, var = sources
+        # Fold in float32 whatever the weights' dtype, so a bf16 stem rounds once (the folded weight), not twice.
+        with torch.no_grad(), torch.inference_mode(False):
+            scale = gamma.float() / torch.sqrt(var.float() + self.bn.eps)
+            weight = (w.float() * scale.view(-1, 1, 1, 1)).to(w.dtype)
+            bias = (beta.float() - mean.float() * scale).to(w.dtype)
+            if _CHANNELS_LAST:
+                weight = weight.contiguous(memory_format=torch.channels_last)
+            aliases = tuple(t.detach() for t in sources)
+        self._fused = f = _Fused(aliases, versions, weight, bias, {})
+        return f
+
+    def _same_padding_conv(self, x: Tensor, f: _Fused) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        """Input, kernel and (symmetric) conv padding that give the stride-2 conv with TF 'same' padding."""
+        (top, bottom), (left, right) = (_same_padding(x.shape[d], self.kernel, self.stride) for d in (-2, -1))
+        if bottom - top not in (0, 1) or right - left not in (0, 1):
+            return F.pad(x, (left, right, top, bottom)), f.weight, (0, 0)  # kernel < stride: not in this network
+        # Symmetric padding p equals 'same' when both sides get p (odd sizes). When the far side gets one more
+        # (even sizes), pad p+1 on both sides and prepend a zero row/column to the kernel: each window starts one
+        # row earlier but that row is multiplied by zero, so the windows and the output size are the same as
+        # 'same' padding's. This saves F.pad's copy of the (expanded, widest) input; the zeros change only the
+        # order of the float sums, not the terms.
+        key = (bottom > top, right > left)
+        weight = f.weight if key == (False, False) else f.padded.get(key)
+        if weight is None:
+            weight = F.pad(f.weight, (int(key[1]), 0, int(key[0]), 0))
+            fmt = torch.channels_last if _CHANNELS_LAST else torch.contiguous_format
+            weight = f.padded[key] = weight.contiguous(memory_format=fmt)
+        return x, weight, (bottom, right)
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """Conv, batch norm, ReLU6; ``residual`` (same shape as the output) is added last."""
+        if not self.uses_fast_path():
+            if self.stride > 1:
+                top, bottom = _same_padding(x.shape[-2], self.kernel, self.stride)
+                left, right = _same_padding(x.shape[-1], self.kernel, self.stride)
+                x = F.pad(x, (left, right, top, bottom))
+            y = self.act(self.bn(self.conv(x)))
+            return y if residual is None else residual + y
+        f = self.fused()
         if self.stride > 1:
-            top, bottom = _same_padding(x.shape[-2], self.kernel, self.stride)
-            left, right = _same_padding(x.shape[-1], self.kernel, self.stride)
-            x = F.pad(x, (left, right, top, bottom))
-        return self.act(self.bn(self.conv(x)))
+            x, weight, padding = self._same_padding_conv(x, f)
+        else:
+            weight, padding = f.weight, cast(tuple[int, int], self.conv.padding)
+        relu6 = isinstance(self.act, nn.ReLU6)
+        y = _conv_pointwise(x, weight, f.bias, padding, self.stride, self.conv.groups, relu6, residual)
+        if y is not None:
+            return y
+        y = F.conv2d(x, weight, f.bias, self.stride, padding, 1, self.conv.groups)
+        if relu6:
+            y = F.hardtanh_(y, 0.0, 6.0)  # y is the conv's fresh output: clip it in place
+        return y if residual is None else y.add_(residual) if not y.requires_grad else residual + y
+
+
+_POINTWISE_OK = True  # cleared when this torch build's oneDNN fused conv fails once; F.conv2d is used from then on
+
+
+def _conv_pointwise(x: Tensor, weight: Tensor, bias: Tensor, padding: tuple[int, int], stride: int, groups: int,
+                    relu6: bool, residual: Tensor | None) -> Tensor | None:
+    """Conv + bias + ReLU6 or + residual in one oneDNN call (no extra pass over the output); None where unavailable.
+
+    ``torch.ops.mkldnn._convolution_pointwise`` is the fused conv that torch.compile emits on CPU; it has no
+    autograd formula, so it is used only when no gradient is wanted. Its results equal conv2d + hardtanh/add.
+    """
+    global _POINTWISE_OK
+    if not (_POINTWISE_OK and x.device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled and x.dtype == weight.dtype
+            and not (torch.is_grad_enabled() and x.requires_grad)
+            and (residual is None or (residual.shape[1] == weight.shape[0] and not residual.requires_grad))):
+        return None
+    try:
+        op = torch.ops.mkldnn._convolution_pointwise
+        args = ([*padding], [stride, stride], [1, 1], groups)
+        if residual is not None:
+            if relu6:
+                return None
+            return op.binary(x, residual, weight, bias, *args, "add", None, None, [], None)
+        return op(x, weight, bias, *args, "hardtanh" if relu6 else "none", [0.0, 6.0] if relu6 else [], "")
+    except (AttributeError, RuntimeError, NotImplementedError):
+        _POINTWISE_OK = False
+        return None
 
 
 class MBConv(nn.Module):
@@ -135,8 +268,7 @@ class MBConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.expand(x) if self.expand is not None else x
-        y = self.project(self.depthwise(y))
-        return x + y if self.residual else y
+        return self.project(self.depthwise(y), residual=x if self.residual else None)
 
 
 class EfficientNetLite0(nn.Module):
@@ -184,9 +316,36 @@ class EfficientNetLite0(nn.Module):
         super().train(mode and not self.frozen)
         return self
 
+    @property
+    def fast(self) -> bool:
+        """Whether inference may take the fast path (folded batch norms, channels_last); False forces the reference."""
+        return all(m.fast for m in self.modules() if isinstance(m, ConvBN))
+
+    @fast.setter
+    def fast(self, value: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, ConvBN):
+                m.fast = value
+
+    @contextmanager
+    def reference_path(self) -> Iterator[EfficientNetLite0]:
+        """Within the block every conv takes the exact, unfused reference path (for benchmarks and tests)."""
+        before = [(m, m.fast) for m in self.modules() if isinstance(m, ConvBN)]
+        self.fast = False
+        try:
+            yield self
+        finally:
+            for m, value in before:
+                m.fast = value
+
     def features(self, x: Tensor) -> StemMaps:
         """Images normalised to [-1, 1] (N,3,H,W) -> the stride-16 and stride-32 maps (see :class:`StemMaps`)."""
-        x = self.stem(x.to(self.stem.conv.weight.dtype))
+        x = x.to(self.stem.conv.weight.dtype)
+        fast = self.stem.uses_fast_path()
+        if fast and _CHANNELS_LAST:
+            # oneDNN's depthwise convs are several times faster channels_last; the maps go back to contiguous.
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.stem(x)
         s16 = x
         stats: list[Tensor] = []
         for i, block in enumerate(self.blocks):
@@ -194,9 +353,13 @@ class EfficientNetLite0(nn.Module):
             if i == self.s16_index:
                 s16 = x
             if i in self.stage_ends:
-                flat = x.flatten(2).float()
-                stats += [flat.mean(-1), flat.std(-1, correction=0)]
-        return StemMaps(s16, x, torch.cat(stats, dim=1).to(x.dtype))
+                if fast:  # reduce over the spatial dims in place rather than copy a channels_last map to flatten it
+                    xf = x.float()
+                    stats += [xf.mean((-2, -1)), xf.std((-2, -1), correction=0)]
+                else:
+                    flat = x.flatten(2).float()
+                    stats += [flat.mean(-1), flat.std(-1, correction=0)]
+        return StemMaps(s16.contiguous(), x.contiguous(), torch.cat(stats, dim=1).to(x.dtype))
 
     def forward(self, x: Tensor) -> Tensor:
         """Images normalised to [-1, 1] (N,3,H,W) -> ImageNet logits (N, 1000)."""
