@@ -14,7 +14,7 @@ from clipiq.clip.prompts import prompt_probabilities
 from clipiq.clip.tokenizer import tokenize
 from clipiq.iqa import rsfiqa
 from clipiq.iqa.checkpoint import read_method_checkpoint, save_method_checkpoint
-from clipiq.iqa.rsfiqa import build_model, labels_to_grid, padding_mask, rsa_mask
+from clipiq.iqa.rsfiqa import build_model, labels_to_grid, padding_mask, region_token_mask, rsa_mask
 
 TINY = {"backbone": "test-tiny", "view_size": 64, "rsa_layers": 1, "segmenter": "grid",
         "segmenter_options": {"rows": 2, "cols": 2}, "describer": "fake", "max_regions": 8}
@@ -128,13 +128,42 @@ def test_untrained_model_starts_at_zero_shot_and_ignores_descriptions():
         m.gate.fill_(1.0)
         assert not torch.allclose(m.predict(imgs), out["score"])
         m.gate.zero_()
-        # one region, full attention: the CLS score is zero-shot CLIP-IQA of the view, the region score that of
-        # the mean patch token, and the start mixes them half and half
-        one = build_model({**TINY, "segmenter_options": {"rows": 1, "cols": 1}, "rsa_layers": 0}).eval()
+        # one region, full attention: the CLS score is zero-shot CLIP-IQA of the view; the region's own class
+        # token sees what the CLS token sees, so the start is that score; pooling patch tokens instead ("mean")
+        # scores the mean patch token, and the start mixes the two half and half
+        one_cfg = {**TINY, "segmenter_options": {"rows": 1, "cols": 1}, "rsa_layers": 0}
+        one = build_model(one_cfg).eval()
         enc = one.clip.visual(one.preprocess.normalize(views[0][None]), return_tokens=True)
         cls_zs = prompt_probabilities(enc.pooled, zs, one.clip.logit_scale)[:, 0]
         mean_zs = prompt_probabilities(enc.tokens.mean(1), zs, one.clip.logit_scale)[:, 0]
-        torch.testing.assert_close(one.predict(imgs[:1]), 0.5 * (cls_zs + mean_zs), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(one.predict(imgs[:1]), cls_zs, atol=1e-5, rtol=1e-5)
+        mean = build_model({**one_cfg, "region_pool": "mean"}).eval()
+        torch.testing.assert_close(mean.predict(imgs[:1]), 0.5 * (cls_zs + mean_zs), atol=1e-5, rtol=1e-5)
+
+
+def test_region_tokens_leave_the_class_token_alone_and_see_only_their_region():
+    lab = torch.tensor([[0, 0, 1, -1]])
+    m = region_token_mask(lab, 3, rsa=True)[0, 0]  # [cls, r0, r1, r2, t0, t1, t2, pad]
+    assert m.shape == (8, 8)
+    assert m[0].tolist() == [True, False, False, False, True, True, True, False]
+    assert m[1].tolist() == [False, True, False, False, True, True, False, False]
+    assert m[2].tolist() == [False, False, True, False, False, False, True, False]
+    assert m[3].tolist() == [False, False, False, True, False, False, False, False]  # absent region: itself
+    assert m[4].tolist() == [True, False, False, False, True, True, False, False]  # RSA: own region + cls
+    full = region_token_mask(lab, 3, rsa=False)[0, 0]
+    assert full[4].tolist() == [True, False, False, False, True, True, True, False]
+    # the class token and the patches compute what they would without region tokens, in both pooling modes
+    torch.manual_seed(0)
+    token = build_model(TINY).eval()
+    mean = build_model({**TINY, "region_pool": "mean"})
+    mean.load_state_dict(token.state_dict())
+    imgs = [_image(3), _image(4, 90, 60)]
+    with torch.no_grad():
+        a, b = token._score_images(imgs)[1], mean.eval()._score_images(imgs)[1]
+    torch.testing.assert_close(a["cls_score"], b["cls_score"], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(a["region_scores"], b["region_scores"])
+    with pytest.raises(ValueError, match="region_pool"):
+        build_model({**TINY, "region_pool": "max"})
 
 
 def test_gradients_reach_exactly_the_trainable_tensors():

@@ -80,6 +80,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "weights": None,
     "view_size": 448,  # longer side of the view in pixels (a multiple of the patch size)
     "rsa_layers": 2,  # last blocks with region-restricted attention; 0 = no RSA (ablation)
+    "region_pool": "token",  # token: one class token per region (default); mean: pooled patch tokens (ablation)
     "segmenter": "slic",  # any clipiq.segment name: slic | felzenszwalb | grid | sam
     "segmenter_options": {},
     "segment_size": 512,  # segmentation runs with the image's longer side at most this
@@ -144,6 +145,38 @@ def rsa_mask(token_labels: Tensor, n_prefix: int = 1) -> Tensor:
     mask = keys[:, None, :].repeat(1, n_prefix + t, 1)  # every row: the valid keys
     same = token_labels[:, :, None] == token_labels[:, None, :]  # (N, T, T)
     mask[:, n_prefix:, n_prefix:] = same
+    return mask[:, None]
+
+
+def region_token_mask(token_labels: Tensor, n_regions: int, rsa: bool) -> Tensor:
+    """Attention (N,1,L,L) for [class token, ``n_regions`` region tokens, T patch tokens] (True = may attend).
+
+    Region token k attends to itself and to the patch tokens labelled k, in every layer, so it pools its region
+    through the path (class token, ``ln_post``, ``proj``) that training aligned with text. The class token and
+    the patch tokens never see a region token, so they compute exactly what they would without them: all valid
+    patches, or with ``rsa`` the patches of their own region (and the class token). Padded tokens (label -1)
+    are seen by no one; a region token with no patch (absent region) sees only itself.
+    """
+    n, t = token_labels.shape
+    r = int(n_regions)
+    inner = rsa_mask(token_labels) if rsa else None  # (N,1,1+T,1+T)
+    valid = token_labels >= 0
+    size = 1 + r + t
+    mask = torch.zeros(n, size, size, dtype=torch.bool, device=token_labels.device)
+    keep = [0, *range(1 + r, size)]  # class token and patches: their usual attention
+    if inner is not None:
+        mask[:, 0, :1] = True
+        mask[:, 0, 1 + r :] = valid
+        mask[:, 1 + r :, 0] = True
+        mask[:, 1 + r :, 1 + r :] = inner[:, 0, 1:, 1:]
+    else:
+        keys = torch.zeros(n, size, dtype=torch.bool, device=token_labels.device)
+        keys[:, 0] = True
+        keys[:, 1 + r :] = valid
+        mask[:, keep] = keys[:, None, :].expand(n, len(keep), size)
+    regions = torch.arange(r, device=token_labels.device)
+    mask[:, 1 : 1 + r, 1 + r :] = token_labels[:, None, :] == regions[None, :, None]
+    mask[:, 1 : 1 + r, 1 : 1 + r] = torch.eye(r, dtype=torch.bool, device=token_labels.device)
     return mask[:, None]
 
 
@@ -223,7 +256,8 @@ class RSFIQAModel(nn.Module):
     method = METHOD
 
     def __init__(self, clip: CLIP, preprocess: Preprocess, *, view_size: int = 448, rsa_layers: int = 2,
-                 segmenter: str = "slic", segmenter_options: Mapping[str, Any] | None = None,
+                 region_pool: str = "token", segmenter: str = "slic",
+                 segmenter_options: Mapping[str, Any] | None = None,
                  segment_size: int = 512, describer: str = "clip",
                  describer_options: Mapping[str, Any] | None = None,
                  quality_pair: Sequence[str] = ("Good photo.", "Bad photo."), max_regions: int = 64,
@@ -242,20 +276,23 @@ class RSFIQAModel(nn.Module):
             raise ValueError(f"quality_pair must be two phrases (good, bad), got {list(quality_pair)!r}")
         if segment_size < p:
             raise ValueError(f"segment_size must be at least one patch ({p} px), got {segment_size}")
+        if region_pool not in ("token", "mean"):
+            raise ValueError(f"region_pool must be 'token' or 'mean', got {region_pool!r}")
         from clipiq.segment import create_segmenter
 
         self.clip = clip.requires_grad_(False)
         self.preprocess = preprocess
         self.patch = p
         self.view_size, self.rsa_layers, self.segment_size = int(view_size), int(rsa_layers), int(segment_size)
-        self.max_regions, self.hflip = int(max_regions), bool(hflip)
+        self.max_regions, self.hflip, self.region_pool = int(max_regions), bool(hflip), str(region_pool)
         self.segmenter_name, self.segmenter_options = segmenter, dict(segmenter_options or {})
         self.segmenter = create_segmenter(segmenter, **self.segmenter_options)
         self.describer_name = str(describer)
         self.describer_options = dict(describer_options or {})
         self._describer: Callable[[Tensor, Tensor], list] | None = None
         self.backbone_name, self.backbone_weights = backbone, weights
-        self.structure = {"view_size": self.view_size, "rsa_layers": self.rsa_layers, "segmenter": segmenter,
+        self.structure = {"view_size": self.view_size, "rsa_layers": self.rsa_layers,
+                          "region_pool": self.region_pool, "segmenter": segmenter,
                           "segmenter_options": self.segmenter_options, "segment_size": self.segment_size,
                           "describer": self.describer_name, "describer_options": self.describer_options,
                           "quality_pair": list(quality_pair), "max_regions": self.max_regions, "hflip": self.hflip}
@@ -431,14 +468,24 @@ class RSFIQAModel(nn.Module):
             tokens[i, : len(t)] = t
             lab[i, : len(t)] = g.reshape(-1).to(dev)
         cls_extra = None if extras[0] is None else torch.stack(extras)
-        out = self.clip.visual.forward_tokens(tokens, attn_mask=self.attention_masks(lab), return_tokens=True,
-                                              cls_extra=cls_extra)
-        cls = out.pooled.float()
         onehot = F.one_hot(lab.clamp(min=0), r).float() * (lab >= 0).float()[..., None]  # (N, T, R)
         counts = onehot.sum(dim=1)
-        sums = onehot.transpose(1, 2) @ out.tokens.float()
         present = counts > 0
-        region = torch.where(present[..., None], sums / counts.clamp(min=1)[..., None], cls[:, None].expand_as(sums))
+        visual = self.clip.visual
+        if self.region_pool == "token":
+            layers = len(visual.transformer.blocks)
+            plain = region_token_mask(lab, r, rsa=False)
+            rsa = region_token_mask(lab, r, rsa=True) if self.rsa_layers else plain
+            queries = (visual.cls_token + visual.pos_embed[0]).to(tokens.dtype).expand(n, r, -1)
+            out = visual.forward_tokens([queries, tokens], attn_mask=[plain] * (layers - self.rsa_layers)
+                                        + [rsa] * self.rsa_layers, return_tokens=True, cls_extra=cls_extra)
+            pooled = out.tokens[:, :r].float()
+        else:
+            out = visual.forward_tokens(tokens, attn_mask=self.attention_masks(lab), return_tokens=True,
+                                        cls_extra=cls_extra)
+            pooled = (onehot.transpose(1, 2) @ out.tokens.float()) / counts.clamp(min=1)[..., None]
+        cls = out.pooled.float()
+        region = torch.where(present[..., None], pooled, cls[:, None].expand_as(pooled))
         fused = F.normalize(region, dim=-1)
         if self.gate is not None and desc is not None:
             fused = F.normalize(fused + self.gate * desc[:, :r].to(fused), dim=-1)
@@ -535,6 +582,7 @@ def build_model(model_cfg: Mapping[str, Any], device: torch.device | str | None 
     if clip is None or preprocess is None:
         clip, preprocess = load_clip(cfg["backbone"], weights=cfg["weights"], device=device, precision=precision)
     model = RSFIQAModel(clip, preprocess, view_size=int(cfg["view_size"]), rsa_layers=int(cfg["rsa_layers"]),
+                        region_pool=str(cfg["region_pool"]),
                         segmenter=str(cfg["segmenter"]), segmenter_options=cfg["segmenter_options"],
                         segment_size=int(cfg["segment_size"]), describer=str(cfg["describer"]),
                         describer_options=cfg["describer_options"], quality_pair=cfg["quality_pair"],
@@ -547,7 +595,8 @@ def load_model(checkpoint: str | os.PathLike, model: str | None = None, weights:
                device: torch.device | str | None = None, precision: str = "fp32") -> RSFIQAModel:
     """Rebuild a trained RSFIQA model from its checkpoint (refusing a backbone other than its own)."""
     ck, clip, preprocess, name, w = open_with_backbone(checkpoint, METHOD, model, weights, device, precision)
-    mcfg = {k: v for k, v in dict(ck.config.get("model", {})).items() if k in MODEL_DEFAULTS}
+    # Checkpoints from before region tokens pooled their regions' patch tokens.
+    mcfg = {"region_pool": "mean", **{k: v for k, v in dict(ck.config.get("model", {})).items() if k in MODEL_DEFAULTS}}
     m = build_model({**mcfg, "backbone": name, "weights": w}, clip=clip, preprocess=preprocess)
     load_trainable_state(m, ck.state, str(checkpoint))
     return m.eval()
@@ -584,4 +633,4 @@ class RSFIQA(TrainedMetric):
 
 
 __all__ = ["MODEL_DEFAULTS", "RSFIQA", "RSFIQAModel", "RegionCache", "RegionInfo", "build_model", "labels_to_grid",
-           "load_model", "padding_mask", "rsa_mask"]
+           "load_model", "padding_mask", "region_token_mask", "rsa_mask"]
