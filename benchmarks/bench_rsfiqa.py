@@ -71,9 +71,9 @@ import numpy as np
 import torch
 
 import clipiq
+from clipiq.clip.checkpoint import save_method_checkpoint
 from clipiq.core.config import load_config
 from clipiq.data.io import load_image
-from clipiq.iqa.checkpoint import save_method_checkpoint
 from clipiq.iqa.rsfiqa import build_model
 from clipiq.train import TRAINING_TASKS
 from clipiq.train.protocol import (

@@ -8,11 +8,11 @@ import torch
 
 import clipiq
 from clipiq.clip import load_clip
+from clipiq.clip.checkpoint import CheckpointError, read_method_checkpoint, save_method_checkpoint
 from clipiq.clip.preprocess import grid_count
 from clipiq.clip.prompts import prompt_probabilities
 from clipiq.clip.tokenizer import tokenize
 from clipiq.data.io import load_image
-from clipiq.iqa.checkpoint import CheckpointError, read_method_checkpoint, save_method_checkpoint
 from clipiq.iqa.clip_dqa import CLIPDQAModel, build_model, load_model
 
 TINY = {"backbone": "test-tiny", "n_ctx": 4, "ctx_init": "a photo of a", "patch_stride": 96, "patch_batch": 5}

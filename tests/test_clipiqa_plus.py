@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 import clipiq
+from clipiq.clip.checkpoint import read_method_checkpoint, save_method_checkpoint
 from clipiq.core.config import load_config
 from clipiq.core.errors import CheckpointError
 from clipiq.data.io import load_image
-from clipiq.iqa.checkpoint import read_method_checkpoint, save_method_checkpoint
 from clipiq.iqa.clipiqa_plus import DEFAULT_BACKBONE, SHIPPED, build_model, shipped_checkpoint
 from clipiq.train import TRAINING_TASKS
 

@@ -17,13 +17,13 @@ import pytest
 import torch
 
 from clipiq.cli.main import main as cli
+from clipiq.clip.checkpoint import CheckpointError, read_method_checkpoint, save_method_checkpoint
 from clipiq.core.config import load_config
 from clipiq.data.io import list_images, load_image, save_image
 from clipiq.data.labels import IQALabels, IQASample
 from clipiq.data.splits import few_shot
 from clipiq.degrade import apply
 from clipiq.iqa import create_metric
-from clipiq.iqa.checkpoint import CheckpointError, read_method_checkpoint, save_method_checkpoint
 from clipiq.iqa.grmp_iqa import GRMPIQAModel, build_model, load_meta_init, project_gradient
 from clipiq.train import grmp_finetune as gf
 from clipiq.train import grmp_pretrain as gp

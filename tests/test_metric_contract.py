@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import torch
 
+from clipiq.clip.checkpoint import save_method_checkpoint
 from clipiq.core.errors import ConfigError
 from clipiq.iqa import (
     METRICS,
@@ -29,7 +30,6 @@ from clipiq.iqa import (
     list_metrics,
     register_metric,
 )
-from clipiq.iqa.checkpoint import save_method_checkpoint
 from clipiq.iqa.registry import known_options
 
 #: Model settings that fit a method on test-tiny (two layers per tower); methods not named need none.

@@ -10,10 +10,10 @@ import torch
 
 import clipiq
 from clipiq.clip import load_clip
+from clipiq.clip.checkpoint import read_method_checkpoint, save_method_checkpoint
 from clipiq.clip.prompts import prompt_probabilities
 from clipiq.clip.tokenizer import tokenize
 from clipiq.iqa import rsfiqa
-from clipiq.iqa.checkpoint import read_method_checkpoint, save_method_checkpoint
 from clipiq.iqa.rsfiqa import build_model, labels_to_grid, padding_mask, region_token_mask, rsa_mask
 
 TINY = {"backbone": "test-tiny", "view_size": 64, "rsa_layers": 1, "segmenter": "grid",

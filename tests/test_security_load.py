@@ -21,9 +21,9 @@ from PIL import Image
 
 import clipiq
 from clipiq.cli.main import main as cli
+from clipiq.clip.checkpoint import read_method_checkpoint
 from clipiq.core.errors import CheckpointError
 from clipiq.iqa import create_metric
-from clipiq.iqa.checkpoint import read_method_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_FT = REPO / "configs" / "grmp-iqa" / "tiny-finetune.yaml"

@@ -12,10 +12,7 @@ from PIL import Image
 from torch import nn
 
 from clipiq.clip import load_clip, tokenize
-from clipiq.clip.prompts import DeepPrompts, TextPrompts, prompt_probabilities
-from clipiq.core.tensors import load_tensors, save_tensors
-from clipiq.data.labels import IQALabels, IQASample
-from clipiq.iqa.checkpoint import (
+from clipiq.clip.checkpoint import (
     CheckpointError,
     backbone_fingerprint,
     backbone_record,
@@ -24,6 +21,9 @@ from clipiq.iqa.checkpoint import (
     read_method_checkpoint,
     save_method_checkpoint,
 )
+from clipiq.clip.prompts import DeepPrompts, TextPrompts, prompt_probabilities
+from clipiq.core.tensors import load_tensors, save_tensors
+from clipiq.data.labels import IQALabels, IQASample
 from clipiq.train.engine import (
     Trainer,
     load_trainable_state,
@@ -312,7 +312,7 @@ class _NoiseModel(nn.Module):
         return self._score(torch.stack([i[:, :32, :32] for i in images]))
 
     def checkpoint_payload(self, config):
-        from clipiq.iqa.checkpoint import payload
+        from clipiq.clip.checkpoint import payload
 
         return payload("toy", trainable_state(self), dict(config), {"sha256": "x"})
 

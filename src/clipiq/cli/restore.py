@@ -52,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device_args(p)
     p.add_argument("--tile", type=int, default=None,
                    help="tile side in pixels for large images (default: from the memory budget; 0: never tile)")
+    p.add_argument("--scale", type=positive_int, default=None,
+                   help="upscaling factor of restorers that take one (cdasr: 2, 3 or 4); same as --option scale=N")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="restorer option (repeatable), e.g. omega=0.8 or memory_budget=2048 (MiB)")
     p.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
@@ -160,6 +162,10 @@ def run(args: argparse.Namespace) -> int:
     options = metric_options(args)
     if args.tile is not None:
         options["tile"] = args.tile
+    if args.scale is not None:
+        if "scale" in options and options["scale"] != args.scale:
+            raise ValueError(f"--scale {args.scale} and --option scale={options['scale']} disagree; give one")
+        options["scale"] = args.scale
     spec = get_restorer_spec(args.method)
     # What makes the images what they are; run options only change how (and how fast) they are made.
     record = {"tool": "clipiq restore", "version": MANIFEST_VERSION, "method": spec.name, "weights": args.weights,

@@ -24,13 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clipiq.clip.checkpoint import CheckpointError, backbone_record, open_with_backbone, payload
 from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess
 from clipiq.clip.prompts import TextFeatureCache, TextPrompts, prompt_probabilities
 from clipiq.core.hub import HubFile
 from clipiq.core.tensors import load_trainable_state, trainable_state
-from clipiq.iqa.checkpoint import CheckpointError, backbone_record, open_with_backbone, payload
 from clipiq.iqa.registry import get_metric_spec
 from clipiq.iqa.trained import TrainedMetric
 

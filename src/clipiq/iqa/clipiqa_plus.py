@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clipiq.clip.checkpoint import backbone_record, open_with_backbone, payload
 from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess
@@ -33,7 +34,6 @@ from clipiq.clip.prompts import TextFeatureCache, phrase_prompts
 from clipiq.clip.vocabulary import ATTRIBUTE_PROMPTS
 from clipiq.core.hub import HubFile
 from clipiq.core.tensors import load_trainable_state, trainable_state
-from clipiq.iqa.checkpoint import backbone_record, open_with_backbone, payload
 from clipiq.iqa.clipiqa import check_view, encode_views, pair_probabilities, prepare_view
 from clipiq.iqa.registry import get_metric_spec
 from clipiq.iqa.trained import TrainedMetric

@@ -47,14 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clipiq.clip.load import load_clip
-from clipiq.clip.model import CLIP
-from clipiq.clip.preprocess import Preprocess, check_aspect_ratio, interpolate, shorter_side_to
-from clipiq.clip.prompts import DeepPrompts, TextFeatureCache, TextPrompts, prompt_probabilities
-from clipiq.clip.tokenizer import tokenize
-from clipiq.core.hub import HubFile
-from clipiq.core.tensors import load_trainable_state, trainable_state
-from clipiq.iqa.checkpoint import (
+from clipiq.clip.checkpoint import (
     CheckpointError,
     backbone_record,
     check_backbone,
@@ -62,6 +55,13 @@ from clipiq.iqa.checkpoint import (
     payload,
     read_method_checkpoint,
 )
+from clipiq.clip.load import load_clip
+from clipiq.clip.model import CLIP
+from clipiq.clip.preprocess import Preprocess, check_aspect_ratio, interpolate, shorter_side_to
+from clipiq.clip.prompts import DeepPrompts, TextFeatureCache, TextPrompts, prompt_probabilities
+from clipiq.clip.tokenizer import tokenize
+from clipiq.core.hub import HubFile
+from clipiq.core.tensors import load_trainable_state, trainable_state
 from clipiq.iqa.registry import get_metric_spec
 from clipiq.iqa.trained import TrainedMetric
 

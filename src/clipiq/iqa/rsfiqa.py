@@ -65,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clipiq.clip.checkpoint import backbone_record, open_with_backbone, payload
 from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess, check_aspect_ratio, interpolate
@@ -72,7 +73,6 @@ from clipiq.clip.prompts import TextFeatureCache, phrase_prompts, prompt_probabi
 from clipiq.clip.stem_cache import tensor_digest
 from clipiq.clip.tokenizer import tokenize
 from clipiq.core.tensors import load_trainable_state, trainable_state
-from clipiq.iqa.checkpoint import backbone_record, open_with_backbone, payload
 from clipiq.iqa.registry import get_metric_spec
 from clipiq.iqa.trained import TrainedMetric
 

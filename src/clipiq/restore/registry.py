@@ -45,6 +45,8 @@ class RestorerSpec:
 
 
 RESTORERS: Registry[RestorerSpec] = Registry("restorer")
+RESTORERS.register_lazy("cdasr", "clipiq.restore.cdasr:SPEC")
+RESTORERS.register_lazy("dap-led", "clipiq.restore.dap_led:SPEC")
 
 
 def register_restorer(spec: RestorerSpec) -> RestorerSpec:

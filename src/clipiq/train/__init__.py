@@ -13,6 +13,8 @@ TRAINING_TASKS.register_lazy("clipiqa-plus", "clipiq.train.clipiqa_plus")
 TRAINING_TASKS.register_lazy("grmp-pretrain", "clipiq.train.grmp_pretrain")
 TRAINING_TASKS.register_lazy("grmp-finetune", "clipiq.train.grmp_finetune")
 TRAINING_TASKS.register_lazy("rsfiqa", "clipiq.train.rsfiqa")
+TRAINING_TASKS.register_lazy("dap-led", "clipiq.train.dap_led")
+TRAINING_TASKS.register_lazy("cdasr", "clipiq.train.cdasr")
 
 __all__ = [
     "TRAINING_TASKS",

@@ -68,7 +68,9 @@ class TrainTask(Protocol):
         """What a checkpoint must hold to rebuild the trained model: tensors anywhere in nested dicts and lists,
         everything else JSON-able (it is stored as safetensors plus JSON metadata)."""
 
-    # Optional: ``backward(losses)`` replaces ``losses['loss'].backward()`` (e.g. gradient surgery).
+    # Optional: ``backward(losses)`` replaces ``losses['loss'].backward()`` (e.g. gradient surgery);
+    # ``after_step()`` runs after each optimizer step (e.g. an EMA of the weights); ``restore_payload(payload)``
+    # gets the resumed checkpoint's payload, so state kept outside the model (an EMA) resumes exactly.
 
 
 class MetricsLog:
@@ -286,6 +288,9 @@ class Trainer:
         if self.plateau is not None and ck.get("plateau"):
             self.plateau.load_state_dict(ck["plateau"])
         _set_rng_state(ck["rng"])
+        restore = getattr(self.task, "restore_payload", None)
+        if restore is not None:
+            restore(ck.get("payload"))
         self.step, self.best = int(ck["step"]), ck["best"]
         self.since_best, self.stopped_early = int(ck.get("since_best", 0)), bool(ck.get("stopped_early", False))
         self.history = list(ck.get("history", []))
@@ -309,6 +314,7 @@ class Trainer:
                    if self.progress is not None else None)
         running: dict[str, float] = {}
         backward = getattr(self.task, "backward", None)
+        after_step = getattr(self.task, "after_step", None)
         try:
             for batch in self.task.batches(self.step):
                 if self.step >= steps or self.stopped_early:
@@ -326,6 +332,8 @@ class Trainer:
                 if clip > 0:
                     nn.utils.clip_grad_norm_(self.task.model.parameters(), clip)
                 self.optimizer.step()
+                if after_step is not None:
+                    after_step()
                 self.scheduler.step()
                 self.step += 1
                 for k, v in losses.items():

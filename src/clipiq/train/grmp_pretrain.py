@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from clipiq.clip.checkpoint import read_method_checkpoint, save_method_checkpoint
 from clipiq.data.io import list_images, load_image
 from clipiq.data.labels import IQALabels
 from clipiq.data.runner import prefetch
 from clipiq.data.splits import split_by_group
 from clipiq.eval.correlation import srcc
-from clipiq.iqa.checkpoint import read_method_checkpoint, save_method_checkpoint
 from clipiq.iqa.grmp_iqa import MODEL_DEFAULTS, GRMPIQAModel, build_model
 from clipiq.train.engine import Trainer, epoch_batch, seed_everything, train_defaults
 from clipiq.train.protocol import ImageCache, load_iqa_labels, normalised_targets

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from clipiq.clip.checkpoint import read_method_checkpoint, save_method_checkpoint
 from clipiq.clip.stem_cache import StemCache, use_stem_cache
 from clipiq.core.config import merge
 from clipiq.core.registry import Registry
@@ -42,7 +43,6 @@ from clipiq.data.labels import IQALabels, read_labels
 from clipiq.data.runner import BatchRunner, prefetch
 from clipiq.data.splits import Split, few_shot, split_by_group
 from clipiq.eval.correlation import krcc, plcc, rmse, srcc
-from clipiq.iqa.checkpoint import read_method_checkpoint, save_method_checkpoint
 from clipiq.train.engine import Trainer, epoch_batch, seed_everything, train_defaults
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class IQAModel(Protocol):
         """Quality scores (N,) of [0,1] images (full inference); ``phase`` is 'val' or 'test'."""
 
     def checkpoint_payload(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """The small method checkpoint (see ``clipiq.iqa.checkpoint.payload``)."""
+        """The small method checkpoint (see ``clipiq.clip.checkpoint.payload``)."""
 
 
 # ---------------------------------------------------------------------------------------------------------

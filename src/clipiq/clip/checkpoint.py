@@ -110,7 +110,7 @@ def read_method_checkpoint(path: str | os.PathLike, method: str | None = None) -
             f"checkpoint {p} is not a safetensors file: clipiq method checkpoints are safetensors, and pickled "
             "files (.pt, .bin) are never loaded because unpickling can run code. Use the checkpoint.safetensors "
             "a clipiq training run writes (meta_init.safetensors for grmp-pretrain), or re-save trusted "
-            "tensors with clipiq.iqa.checkpoint.save_method_checkpoint")
+            "tensors with clipiq.clip.checkpoint.save_method_checkpoint")
     state, meta = load_tensors(p)
     if isinstance(meta.get("payload"), dict):  # a trainer checkpoint: its payload is the method checkpoint
         meta = join_tensors(meta["payload"], state, str(p))

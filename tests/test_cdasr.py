@@ -1,0 +1,168 @@
+"""CDASR: the network, the restorer entry, and its training task on tiny synthetic data (test-tiny CLIP)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipiq.core.errors import CheckpointError, ConfigError, WeightsError
+from clipiq.restore import create_restorer, list_restorers
+from clipiq.restore.cdasr import CDASRNet, build_net
+from clipiq.train import TRAINING_TASKS
+from clipiq.train.cdasr import DEFAULTS, CDASRTask, run
+
+
+def write_photos(folder: Path, n: int = 3, size: int = 40, seed: int = 0) -> Path:
+    """Smooth random colour photos (PNG)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        small = rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((size, size), Image.BICUBIC).save(folder / f"p{i}.png")
+    return folder
+
+
+def tiny_cfg(tmp_path: Path, scale: int = 2, **model) -> dict:
+    photos = write_photos(tmp_path / "photos")
+    val = write_photos(tmp_path / "val", n=1, seed=1)
+    return {**DEFAULTS, "scale": scale, "ema": 0.9,
+            "model": {**DEFAULTS["model"], "backbone": "test-tiny", "channels": 8, "blocks": 2, "mlp_hidden": 8,
+                      "guide_channels": 4, **model},
+            "data": {**DEFAULTS["data"], "train": [str(photos)], "patch_size": 8, "val": str(val),
+                     "val_format": "photos", "val_patch": 12},
+            "loss": {**DEFAULTS["loss"], "semantic": 0.1},
+            "train": {**DEFAULTS["train"], "steps": 3, "batch_size": 2, "warmup": 0, "eval_every": 3,
+                      "log_every": 1}}
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_net_shapes(scale):
+    net = build_net({"channels": 8, "blocks": 1, "mlp_hidden": 8, "guide_channels": 4}, scale, 32)
+    for h, w in ((7, 9), (16, 16)):
+        out = net(torch.rand(2, 3, h, w), torch.nn.functional.normalize(torch.randn(2, 32), dim=1))
+        assert out.shape == (2, 3, h * scale, w * scale)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_default_size_budget(scale):
+    # degradation-clip-v2's embedding is 256-d; the --no-clip ablation adds only the 256-d learned vector
+    with_clip = n_params(build_net({}, scale, 256))
+    no_clip = n_params(build_net({"clip": False}, scale, 256))
+    assert 300_000 <= with_clip <= 1_000_000
+    assert no_clip - with_clip == 256
+
+
+def test_untrained_net_is_bicubic():
+    net = build_net({"channels": 8, "blocks": 1}, 3, 32)
+    x = torch.rand(1, 3, 6, 7)
+    want = torch.nn.functional.interpolate(x, scale_factor=3, mode="bicubic", align_corners=False)
+    assert torch.allclose(net(x, torch.randn(1, 32)), want)
+
+
+def test_no_clip_needs_no_embedding():
+    net = build_net({"channels": 8, "blocks": 1, "clip": False}, 2, 32)
+    assert net(torch.rand(1, 3, 5, 6)).shape == (1, 3, 10, 12)
+    with pytest.raises(ValueError, match="embeddings"):
+        build_net({"channels": 8, "blocks": 1}, 2, 32)(torch.rand(1, 3, 5, 6))
+
+
+@pytest.mark.parametrize("bad, word", [({"channels": 10}, "channels"), ({"blocks": 0}, "blocks"),
+                                       ({"clip": "yes"}, "clip"), ({"width": 3}, "width")])
+def test_bad_model_options(bad, word):
+    with pytest.raises(ConfigError, match=word):
+        build_net(bad, 2, 32)
+
+
+def test_bad_scale():
+    with pytest.raises(ConfigError, match="scale"):
+        CDASRNet(5, 32)
+    with pytest.raises(ConfigError, match="scale"):
+        create_restorer("cdasr", scale=8, weights="x.safetensors", device="cpu")
+
+
+def test_registered_and_needs_weights():
+    assert "cdasr" in list_restorers()
+    assert "cdasr" in TRAINING_TASKS.names()
+    with pytest.raises(WeightsError, match="clipiq train cdasr"):
+        create_restorer("cdasr", scale=2, device="cpu")
+    with pytest.raises(ConfigError, match="colour"):
+        create_restorer("cdasr", scale=2, weights="x.safetensors", colour=1, device="cpu")
+
+
+def test_gradients_reach_net_not_clip(tmp_path):
+    torch.manual_seed(0)
+    task = CDASRTask(tiny_cfg(tmp_path), "cpu")
+    torch.nn.init.normal_(task.model.upsample[0].weight, std=0.1)  # zero at init: nothing would flow back yet
+    batch = next(task.batches(0))
+    losses = task.training_step(batch)
+    assert set(losses) == {"pixel", "semantic", "loss"} and float(losses["semantic"].detach()) > 0
+    losses["loss"].backward()
+    assert all(p.grad is not None for p in task.model.parameters())
+    # every part, the CLIP guidance branch included, gets a gradient (a single dead ReLU unit may not)
+    for name, part in task.model.named_children():
+        assert sum(float(p.grad.abs().sum()) for p in part.parameters()) > 0, name
+    assert all(not p.requires_grad and p.grad is None for p in task.clip.parameters())
+    assert not any(k.startswith("clip") for k in task.model.state_dict())
+
+
+def test_train_resume_and_load(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    run_dir = tmp_path / "run"
+    summary = run(cfg, run_dir, torch.device("cpu"), progress=False)
+    assert summary["steps"] == 3 and np.isfinite(summary["best"])
+    ck = Path(summary["checkpoint"])
+    # a second run on the same folder resumes at the end: no step is taken and the weights are unchanged
+    before = Path(run_dir / "last.safetensors").read_bytes()
+    again = run(cfg, run_dir, torch.device("cpu"), progress=False)
+    assert again["steps"] == 3 and Path(run_dir / "last.safetensors").read_bytes() == before
+    restorer = create_restorer("cdasr", scale=2, weights=str(ck), device="cpu")
+    for h, w in ((9, 7), (12, 12)):
+        out = restorer(torch.rand(3, h, w))
+        assert out.shape == (3, 2 * h, 2 * w) and out.dtype == torch.float32
+        assert float(out.min()) >= 0 and float(out.max()) <= 1
+    # tiles share the whole image's embedding: a tiled run matches the untiled one closely
+    x = torch.rand(1, 3, 40, 40)
+    tiled = create_restorer("cdasr", scale=2, weights=str(ck), device="cpu", tile=24, tile_overlap=8)
+    assert torch.allclose(restorer(x), tiled(x), atol=2e-3)
+    with pytest.raises(ConfigError, match="scale"):
+        create_restorer("cdasr", scale=3, weights=str(ck), device="cpu")
+    # the command line: --scale is the scale option
+    from clipiq.cli.main import main
+
+    img = tmp_path / "lr.png"
+    Image.fromarray((np.random.default_rng(3).random((10, 14, 3)) * 255).astype(np.uint8)).save(img)
+    out = tmp_path / "sr"
+    assert main(["restore", str(img), "--method", "cdasr", "--scale", "2", "--weights", str(ck), "-o", str(out),
+                 "--device", "cpu"]) == 0
+    assert Image.open(out / "lr.png").size == (28, 20)
+    assert main(["restore", str(img), "--method", "cdasr", "--scale", "2", "--option", "scale=3", "--weights",
+                 str(ck), "-o", str(tmp_path / "sr3"), "--device", "cpu"]) == 2
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x80\x04not safetensors")
+    with pytest.raises(CheckpointError):
+        create_restorer("cdasr", scale=2, weights=str(bad), device="cpu")
+
+
+def test_no_clip_trains(tmp_path):
+    cfg = tiny_cfg(tmp_path, clip=False)
+    cfg["loss"]["semantic"] = 0.0
+    cfg["train"]["steps"] = 2
+    summary = run(cfg, tmp_path / "run", torch.device("cpu"), progress=False)
+    restorer = create_restorer("cdasr", scale=2, weights=summary["checkpoint"], device="cpu")
+    assert restorer(torch.rand(3, 6, 5)).shape == (3, 12, 10)
+
+
+def test_task_bad_options(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    with pytest.raises(ConfigError, match="kind"):
+        CDASRTask({**cfg, "kind": "lowlight_blur"}, "cpu")
+    with pytest.raises(ConfigError, match="loss.semantic"):
+        CDASRTask({**cfg, "loss": {**cfg["loss"], "semantic": -1.0}}, "cpu")
