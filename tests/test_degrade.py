@@ -467,6 +467,32 @@ def test_lowlight_blur_pair():
         degrade.lowlight_blur_pair(x, level=6)
 
 
+def test_lowlight_blur_pair_parts_split_one_draw():
+    x = smooth_image(48, 48, n=2)
+    deg, sharp = degrade.lowlight_blur_pair(x, level=3, seed=0)
+    dark, blurred = degrade.lowlight_blur_pair(x, level=3, seed=0, parts="lowlight")
+    blurred_in, sharp_out = degrade.lowlight_blur_pair(x, level=3, seed=0, parts="blur")
+    # enhancement then deblurring compose into the joint task, from the same draws
+    assert torch.equal(dark, deg) and torch.equal(blurred, blurred_in) and torch.equal(sharp_out, sharp)
+    assert abs(float(blurred.mean()) - float(x.mean())) < 0.05  # normal exposure, only blurred
+    assert float((blurred - x).abs().mean()) > 0.005
+    with pytest.raises(ValueError, match="parts"):
+        degrade.lowlight_blur_pair(x, parts="noise")
+
+
+def test_single_task_pair_kinds(tmp_path):
+    from PIL import Image
+
+    from clipiq.data.paired import SyntheticPairDataset
+
+    Image.fromarray((smooth_image(64, 64).permute(1, 2, 0).numpy() * 255).astype("uint8")).save(tmp_path / "a.png")
+    items = {k: SyntheticPairDataset(tmp_path, task=k, patch_size=32, seed=1)[0] for k in ("lowlight_blur", "lowlight",
+                                                                                          "deblur")}
+    assert torch.equal(items["lowlight"]["lq"], items["lowlight_blur"]["lq"])
+    assert torch.equal(items["deblur"]["gt"], items["lowlight_blur"]["gt"])
+    assert torch.equal(items["deblur"]["lq"], items["lowlight"]["gt"])
+
+
 # --------------------------------------------------------------------------------------------- docs
 
 

@@ -37,7 +37,9 @@ __all__ = [
 
 PathLike = str | os.PathLike
 SR_SCALES = (2, 3, 4)
-PAIR_KINDS = ("sr", "lowlight_blur")
+PAIR_KINDS = ("sr", "lowlight_blur", "lowlight", "deblur")
+#: The low-light kinds and the part of clipiq.degrade.lowlight_blur_pair each one teaches.
+_LOWLIGHT_PARTS = {"lowlight_blur": "both", "lowlight": "lowlight", "deblur": "blur"}
 
 _SRF_NAME = re.compile(r"^(?P<stem>.+)_SRF_(?P<scale>\d+)_(?P<kind>HR|LR)\.(?P<ext>\w+)$", re.IGNORECASE)
 
@@ -240,7 +242,8 @@ class SyntheticPairDataset(_PairBase):
     ``task="sr"``: ``gt`` is the photo (cropped to a multiple of ``scale``) and ``lq`` its MATLAB-bicubic
     downscale by ``scale`` (2, 3 or 4), rounded to 8-bit levels as saved LR files are.
     ``task="lowlight_blur"``: ``lq, gt`` come from :func:`clipiq.degrade.lowlight_blur_pair` and have the
-    same size. With ``patch_size`` (in lq pixels)
+    same size; ``"lowlight"`` (enhancement only) and ``"deblur"`` (deblurring only) are its single-task parts,
+    for enhance-then-deblur baselines. With ``patch_size`` (in lq pixels)
     the gt patch is cut first and degraded on its own, which is much cheaper than degrading the photo.
     """
 
@@ -292,7 +295,8 @@ class SyntheticPairDataset(_PairBase):
             # Rounded to 8-bit levels like LR files on disk (bicubic overshoot clipped as imwrite does).
             lq = degrade.imresize(gt, 1 / s).clamp_(0, 1).mul_(255).round_().div_(255)
         else:
-            lq, gt = degrade.lowlight_blur_pair(gt, seed=_item_seed(self.seed, self.epoch, index, 1))
+            lq, gt = degrade.lowlight_blur_pair(gt, seed=_item_seed(self.seed, self.epoch, index, 1),
+                                                parts=_LOWLIGHT_PARTS[self.task])
         if self.augment:
             lq, gt = paired_augment([lq, gt], *_draw_augment(gen))
         return {"lq": lq, "gt": gt, "index": index, "path": str(path)}

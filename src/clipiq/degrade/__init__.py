@@ -42,12 +42,16 @@ from clipiq.degrade.registry import (
     sample_recipe,
 )
 from clipiq.degrade.resize import imresize
+from clipiq.degrade.sr_domains import SR_DOMAINS, TARGET_DOMAINS, SRDomain, get_sr_domain, make_lr
 
 __all__ = [
     "CAMERA_RECIPES",
     "DEGRADATIONS",
     "FAMILIES",
     "NUM_LEVELS",
+    "SR_DOMAINS",
+    "TARGET_DOMAINS",
+    "SRDomain",
     "Compose",
     "Degradation",
     "apply",
@@ -63,6 +67,7 @@ __all__ = [
     "gaussian_blur",
     "gaussian_noise",
     "get_degradation",
+    "get_sr_domain",
     "haze",
     "imresize",
     "impulse_noise",
@@ -71,6 +76,7 @@ __all__ = [
     "low_light",
     "lowlight_blur_pair",
     "lowlight_blur_params",
+    "make_lr",
     "motion_blur",
     "motion_kernel",
     "motion_trajectory",

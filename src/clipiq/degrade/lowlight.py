@@ -43,9 +43,21 @@ def _sample_params(rng: np.random.Generator) -> dict[str, float]:
     return out
 
 
-def lowlight_blur_pair(image: Tensor, level: int | None = None, seed: int | None = None) -> tuple[Tensor, Tensor]:
+#: What a pair teaches: both degradations (the joint task), or one of them, for single-task baselines.
+PAIR_PARTS = ("both", "lowlight", "blur")
+
+
+def lowlight_blur_pair(image: Tensor, level: int | None = None, seed: int | None = None,
+                       parts: str = "both") -> tuple[Tensor, Tensor]:
     """Make a (degraded, target) pair: blur along a random trajectory and darken in linear light, add shot
-    and read noise, re-apply the sRGB curve. `level` None samples the parameters per image."""
+    and read noise, re-apply the sRGB curve. `level` None samples the parameters per image.
+
+    ``parts`` splits the joint task for enhance-then-deblur baselines, with the same draws as "both":
+    "lowlight" pairs the dark, noisy, blurred image with the blurred one at normal exposure (enhancement only);
+    "blur" pairs the blurred image at normal exposure with the sharp one (deblurring only).
+    """
+    if parts not in PAIR_PARTS:
+        raise ValueError(f"parts must be one of {', '.join(PAIR_PARTS)}, got {parts!r}")
     x, single = working_batch(image)
     fixed = None if level is None else lowlight_blur_params(level)
     rngs = image_rngs(seed, len(x))
@@ -56,8 +68,11 @@ def lowlight_blur_pair(image: Tensor, level: int | None = None, seed: int | None
     def column(key: str) -> Tensor:
         return torch.tensor([p[key] for p in params], device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
 
+    blurred = linear_to_srgb(lin.clamp_min(0))
+    if parts == "blur":
+        return finish_batch(blurred, image, single), finish_batch(x, image, single)
     lin = lin.clamp_min(0) * column("exposure")
     std = noise_std(column("shot") * lin + column("read") ** 2)
     degraded = finish_batch(linear_to_srgb(lin + std * normal_noise(x, rngs)), image, single)
-    target = finish_batch(x, image, single)
+    target = finish_batch(blurred if parts == "lowlight" else x, image, single)
     return degraded, target

@@ -10,9 +10,9 @@ features aligned to the image's CLIP description (its degradation and content).
 Choices where the paper is silent (see docs/methods/cdasr.md):
 
 * the MLP's hidden width is ``mlp_hidden`` (default 256) and its output ``guide_channels`` (default 64, the
-  feature width): the paper's 1024 and 512 would add 0.8M parameters with the 256-d embedding of
-  degradation-clip-v2, beyond the 0.3-1M budget of a light network and slow on CPU; the defaults give 0.79M
-  (x2) to 0.81M (x4) in all;
+  feature width): the paper's 1024 and 512 would give 2.04M parameters in all at x2 (measured) with the
+  256-d embedding of degradation-clip-v2, beyond the 0.3-1M budget of a light network and slow on CPU; the
+  defaults give 0.79M (x2) to 0.81M (x4) in all;
 * the guidance is one vector per image broadcast over the feature map, so the Conv-ReLU-Conv are 1x1 convs
   applied before broadcasting (identical to applying them to the broadcast map, without border effects);
 * the bicubic upscale of the input is added to the output (global residual) and the output conv starts at zero,

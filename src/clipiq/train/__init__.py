@@ -15,6 +15,7 @@ TRAINING_TASKS.register_lazy("grmp-finetune", "clipiq.train.grmp_finetune")
 TRAINING_TASKS.register_lazy("rsfiqa", "clipiq.train.rsfiqa")
 TRAINING_TASKS.register_lazy("dap-led", "clipiq.train.dap_led")
 TRAINING_TASKS.register_lazy("cdasr", "clipiq.train.cdasr")
+TRAINING_TASKS.register_lazy("cdasr-meta", "clipiq.train.cdasr_adapt")
 
 __all__ = [
     "TRAINING_TASKS",

@@ -75,6 +75,7 @@ __all__ = [
     "charbonnier_loss",
     "clip_embedding_loss",
     "freeze_clip",
+    "pixel_loss",
     "restoration_defaults",
     "run_restoration",
 ]
@@ -174,6 +175,14 @@ def _embed(clip_model: CLIP, x: Tensor) -> Tensor:
     # "resize" squashes the whole image to the input size: every output pixel takes part in the embedding.
     inp = _clip_preprocess(clip_model).prepare(x.float(), "resize").to(clip_model.dtype)
     return clip_model.encode_image(inp, normalize=True).float()
+
+
+def pixel_loss(loss_cfg: Mapping[str, Any], pred: Tensor, gt: Tensor) -> Tensor:
+    """The pixel loss a config's ``loss`` section names: ``pixel`` charbonnier (with ``charbonnier_eps``), l1 or l2."""
+    kind = loss_cfg.get("pixel", "charbonnier")
+    if kind == "charbonnier":
+        return charbonnier_loss(pred, gt, float(loss_cfg.get("charbonnier_eps", 1e-3)))
+    return F.l1_loss(pred.float(), gt.float()) if kind == "l1" else F.mse_loss(pred.float(), gt.float())
 
 
 def clip_embedding_loss(clip_model: CLIP, pred: Tensor, target: Tensor) -> Tensor:
@@ -355,10 +364,7 @@ class PairedRestorationTask:
 
     def pixel_loss(self, pred: Tensor, gt: Tensor) -> Tensor:
         """The configured pixel loss (charbonnier, l1 or l2)."""
-        kind = self.cfg["loss"]["pixel"]
-        if kind == "charbonnier":
-            return charbonnier_loss(pred, gt, float(self.cfg["loss"]["charbonnier_eps"]))
-        return F.l1_loss(pred.float(), gt.float()) if kind == "l1" else F.mse_loss(pred.float(), gt.float())
+        return pixel_loss(self.cfg["loss"], pred, gt)
 
     def training_step(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Pixel loss plus the method's extra terms; 'loss' is their sum."""
