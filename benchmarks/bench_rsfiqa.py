@@ -18,8 +18,10 @@ Parts (``--parts``, comma-separated; default all three):
     split by scene (``clipiq.train.protocol.round_split``, seed ``--seed + round``; every row uses the same
     splits). Rows: ``clipiqa`` (zero-shot CLIP-IQA, ``create_metric("clipiqa", model=backbone)``, scored once),
     ``rsfiqa-zero-shot`` (the untrained RSFIQA model: per-region zero-shot CLIP-IQA, area-weighted and mixed
-    with the CLS score), and the trained rows ``rsfiqa``, ``rsfiqa-no-rsa``, ``rsfiqa-no-desc``,
-    ``rsfiqa-grid`` (each through the shared IQA protocol in ``OUT/local/<row>``, finished rounds reused).
+    with the CLS score), ``rsfiqa-zero-shot-mean`` (the same with regions read out as pooled patch tokens,
+    ``model.region_pool=mean``, instead of one class token per region), and the trained rows ``rsfiqa``,
+    ``rsfiqa-no-rsa``, ``rsfiqa-no-desc``, ``rsfiqa-grid`` (each through the shared IQA protocol in
+    ``OUT/local/<row>``, finished rounds reused).
     Global: SRCC/PLCC on each round's test part. Localisation, on the same test images (every one has a
     degraded region), with the round's checkpoint loaded as a metric
     (``create_metric("rsfiqa", checkpoint=...)``) and ``score_regions(image)``:
@@ -105,7 +107,9 @@ LOCAL_TRAINED: dict[str, list[str]] = {
     "rsfiqa-no-desc": ["model.describer=none"],
     "rsfiqa-grid": GRID,
 }
-LOCAL_ROWS = ("clipiqa", "rsfiqa-zero-shot", *LOCAL_TRAINED)
+#: Untrained rows of the local part: model-section changes (region tokens, the default; pooled patch tokens).
+ZERO_SHOT: dict[str, dict[str, Any]] = {"rsfiqa-zero-shot": {}, "rsfiqa-zero-shot-mean": {"region_pool": "mean"}}
+LOCAL_ROWS = ("clipiqa", *ZERO_SHOT, *LOCAL_TRAINED)
 LIVEC_RSFIQA = ("rsfiqa", "rsfiqa-no-rsa", "rsfiqa-no-desc", "rsfiqa-grid")
 LIVEC_COMPARE = ("clipiqa", "grmp-meta-reg", "grmp-fresh-reg", "clip-dqa")
 
@@ -264,8 +268,10 @@ def part_local(args: argparse.Namespace) -> dict[str, Any]:
              "seconds": round(cached["seconds"] * len(sp.test) / max(1, len(names)), 1)}
             for r, sp in enumerate(splits)]
 
-    if "rsfiqa-zero-shot" in rows:
-        saved = out / "rsfiqa-zero-shot"
+    for zname, zmodel in ZERO_SHOT.items():
+        if zname not in rows:
+            continue
+        saved = out / zname
         zrows = []
         model = None
         for r, sp in enumerate(splits):
@@ -275,8 +281,8 @@ def part_local(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             if args.report_only:
                 continue
-            if model is None:
-                model = mod.build(base_cfg, torch.device("cpu")).eval()  # fresh tensors: zero-shot per region
+            if model is None:  # fresh tensors: zero-shot per region
+                model = mod.build({**base_cfg, "model": {**base_cfg["model"], **zmodel}}, torch.device("cpu")).eval()
             loc = localise_rows(model, labels, images, sp.test, folder)
             row = {"round": r, **correlations(np.array(loc.pop("scores")), targets[list(sp.test)]), **loc,
                    "seconds": loc["localisation_seconds"]}
@@ -284,9 +290,9 @@ def part_local(args: argparse.Namespace) -> dict[str, Any]:
             done.write_text(json.dumps(row, indent=1))
             zrows.append(row)
         if zrows:
-            per_round["rsfiqa-zero-shot"] = zrows
+            per_round[zname] = zrows
         else:
-            skipped["rsfiqa-zero-shot"] = "no finished round yet"
+            skipped[zname] = "no finished round yet"
 
     for name in rows:
         if name not in LOCAL_TRAINED:

@@ -383,3 +383,23 @@ def test_fast_stem_keeps_the_hybrid_tower_outputs(hybrid):
         with model.visual.stem.reference_path():
             ref = model.encode_image(x)
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_fast_stem_after_inference_mode_still_gives_input_gradients():
+    # The first call under inference_mode caches the folded (and padded) kernels; they must not be inference tensors.
+    net = _random_stem(seed=5)
+    with torch.inference_mode():
+        net.features(torch.rand(1, 3, 64, 64) * 2 - 1)
+    x = (torch.rand(1, 3, 64, 64) * 2 - 1).requires_grad_(True)
+    net.features(x).s32.sum().backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_fast_stem_under_autocast_casts_like_the_reference():
+    net = _random_stem(seed=6)
+    x = torch.rand(1, 3, 48, 48) * 2 - 1
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = net.features(x)
+        with net.reference_path():
+            ref = net.features(x)
+    assert [t.dtype for t in fast] == [t.dtype for t in ref]

@@ -54,3 +54,12 @@ def test_text_feature_cache_follows_its_tensors():
     with torch.no_grad():
         cache.get(False, [weight], compute)
     assert len(calls) == 6
+
+
+def test_text_feature_cache_with_inference_tensors_computes_afresh():
+    with torch.inference_mode():
+        layer = torch.nn.Linear(2, 2)  # built under inference mode: no version counter
+        cache = TextFeatureCache()
+        a = cache.get(False, layer.parameters(), lambda: layer.weight.sum())
+        b = cache.get(False, layer.parameters(), lambda: layer.weight.sum())
+    assert torch.equal(a, b)

@@ -56,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
     if args.output.resolve() == args.checkpoint.resolve():
         raise ValueError(f"-o {args.output}: would overwrite the source checkpoint")
     source = read_method_checkpoint(args.checkpoint, args.method)  # fails early, before any image is read
+    if "scale" not in source.config:
+        from clipiq.core.errors import CheckpointError
+
+        raise CheckpointError(f"--checkpoint {args.checkpoint}: its config records no scale; not a cdasr training "
+                              "checkpoint")
     scale = int(source.config["scale"])
     pairs = load_pair_folder(args.pairs, scale, shots=args.shots, domain=args.domain, seed=args.seed)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ reference path's up to float rounding; ``EfficientNetLite0.reference_path()`` fo
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Iterator
@@ -56,6 +57,8 @@ __all__ = [
     "load_lite0_into",
     "resolve_lite0_weights",
 ]
+
+log = logging.getLogger(__name__)
 
 LITE0_MEAN = (0.5, 0.5, 0.5)
 LITE0_STD = (0.5, 0.5, 0.5)
@@ -197,9 +200,12 @@ class ConvBN(nn.Module):
         key = (bottom > top, right > left)
         weight = f.weight if key == (False, False) else f.padded.get(key)
         if weight is None:
-            weight = F.pad(f.weight, (int(key[1]), 0, int(key[0]), 0))
-            fmt = torch.channels_last if _CHANNELS_LAST else torch.contiguous_format
-            weight = f.padded[key] = weight.contiguous(memory_format=fmt)
+            # Outside inference mode, like the folded weights: a cached inference tensor could not be saved for
+            # the backward of a later call whose input needs gradients.
+            with torch.no_grad(), torch.inference_mode(False):
+                weight = F.pad(f.weight, (int(key[1]), 0, int(key[0]), 0))
+                fmt = torch.channels_last if _CHANNELS_LAST else torch.contiguous_format
+                weight = f.padded[key] = weight.contiguous(memory_format=fmt)
         return x, weight, (bottom, right)
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
@@ -237,7 +243,9 @@ def _conv_pointwise(x: Tensor, weight: Tensor, bias: Tensor, padding: tuple[int,
     autograd formula, so it is used only when no gradient is wanted. Its results equal conv2d + hardtanh/add.
     """
     global _POINTWISE_OK
-    if not (_POINTWISE_OK and x.device.type == "cpu" and torch.backends.mkldnn.is_available()
+    # The fused op knows nothing of autocast: under it, F.conv2d casts as the reference path does.
+    if not (_POINTWISE_OK and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+            and torch.backends.mkldnn.is_available()
             and torch.backends.mkldnn.enabled and x.dtype == weight.dtype
             and not (torch.is_grad_enabled() and x.requires_grad)
             and (residual is None or (residual.shape[1] == weight.shape[0] and not residual.requires_grad))):
@@ -250,8 +258,9 @@ def _conv_pointwise(x: Tensor, weight: Tensor, bias: Tensor, padding: tuple[int,
                 return None
             return op.binary(x, residual, weight, bias, *args, "add", None, None, [], None)
         return op(x, weight, bias, *args, "hardtanh" if relu6 else "none", [0.0, 6.0] if relu6 else [], "")
-    except (AttributeError, RuntimeError, NotImplementedError):
+    except (AttributeError, RuntimeError, NotImplementedError) as e:
         _POINTWISE_OK = False
+        log.warning("oneDNN's fused conv failed (%s: %s); the stem uses F.conv2d from now on", type(e).__name__, e)
         return None
 
 

@@ -105,16 +105,19 @@ class TextFeatureCache:
     """
 
     def __init__(self) -> None:
-        self._entry: tuple[tuple, Tensor] | None = None
+        self._entry: tuple[tuple, Tensor, tuple[Tensor, ...]] | None = None
 
     def get(self, training: bool, tensors: Iterable[Tensor], compute: Callable[[], Tensor]) -> Tensor:
         """The cached features, or ``compute()`` (stored when not ``training`` and no grad is recorded)."""
-        if training or torch.is_grad_enabled():
+        tensors = tuple(tensors)
+        # Inference tensors have no version counter to tell an update by: computed afresh.
+        if training or torch.is_grad_enabled() or any(torch.is_inference(t) for t in tensors):
             return compute()
-        # ``Module.to()`` swaps a parameter's storage without a new version: the data pointer and dtype see it.
-        key = tuple((id(t), t._version, t.data_ptr(), t.dtype) for t in tensors)
+        # ``Module.to()`` swaps a parameter's storage without a new version: the data pointer, dtype and device
+        # see it; the entry keeps the tensors alive, so a freed storage's address cannot come back under a key.
+        key = tuple((id(t), t._version, t.data_ptr(), t.dtype, t.device) for t in tensors)
         if self._entry is None or self._entry[0] != key:
-            self._entry = (key, compute())
+            self._entry = (key, compute(), tuple(t.detach() for t in tensors))
         return self._entry[1]
 
     def clear(self) -> None:

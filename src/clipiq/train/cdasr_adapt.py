@@ -268,6 +268,8 @@ def adapt(checkpoint: str | os.PathLike, pairs: Sequence[SRPair], steps: int = A
             raise ConfigError(f"adapt: {name} must be an integer >= {low}, got {v!r}")
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < 1:
         raise ConfigError(f"adapt: lr must be in (0, 1), got {lr!r}")
+    if semantic is not None and (isinstance(semantic, bool) or not isinstance(semantic, int | float) or semantic < 0):
+        raise ConfigError(f"adapt: semantic must be a weight >= 0 (0: no CLIP term), got {semantic!r}")
     device = torch.device(device)
     ck, clip, pre = _open(checkpoint, device, backbone)
     model = _Adaptable(ck, clip, pre, device, semantic)

@@ -13,9 +13,9 @@ Public API (every paired-restoration training task builds on it; nothing here is
   of ``pred`` and ``target`` (the target's without gradient); gradients reach ``pred`` only.
   :func:`freeze_clip` puts a backbone in the state it requires (eval mode, no gradients).
 * :func:`restoration_defaults` -- the config every task starts from: ``seed``, ``kind`` (``sr`` |
-  ``lowlight_blur``, :data:`clipiq.data.paired.PAIR_KINDS`), ``scale``, ``ema`` (decay, 0 = off), ``data``
-  (training photo folders, patch size, augmentation, validation set), ``val`` (Y channel, border crop),
-  ``loss`` (the pixel loss), ``model`` (the method's own) and ``train`` (the Trainer's keys).
+  ``lowlight_blur`` | ``lowlight`` | ``deblur``, :data:`clipiq.data.paired.PAIR_KINDS`), ``scale``, ``ema``
+  (decay, 0 = off), ``data`` (training photo folders, patch size, augmentation, validation set), ``val``
+  (Y channel, border crop), ``loss`` (the pixel loss), ``model`` (the method's own) and ``train`` (the Trainer's keys).
 * :class:`PairedRestorationTask` -- a :class:`~clipiq.train.engine.TrainTask`. A method subclasses it and sets
   ``method`` (the checkpoint's method name) and implements ``build_model()``; optionally overrides
   ``predict(lq)`` (the forward pass, e.g. adding a CLIP guidance), ``extra_losses(pred, batch)`` (weighted terms
@@ -115,7 +115,7 @@ class ModelEMA:
         """Overwrite the model's trained tensors with the averaged ones."""
         live = model.state_dict(keep_vars=True)
         for k, s in self.shadow.items():
-            live[k].data.copy_(s)
+            live[k].copy_(s)  # not .data: the copy must bump versions, which caches key on
 
     @contextlib.contextmanager
     def applied(self, model: nn.Module) -> Iterator[nn.Module]:
@@ -128,7 +128,7 @@ class ModelEMA:
             with torch.no_grad():
                 live = model.state_dict(keep_vars=True)
                 for k, v in saved.items():
-                    live[k].data.copy_(v)
+                    live[k].copy_(v)
 
     def state_dict(self) -> dict[str, Any]:
         """Decay, update count and the averaged tensors (for a checkpoint)."""
@@ -214,7 +214,7 @@ def restoration_defaults(method: str, model: Mapping[str, Any], **sections: Any)
     cfg: dict[str, Any] = {
         "method": method,
         "seed": 0,
-        "kind": "sr",  # sr | lowlight_blur (clipiq.data.paired.PAIR_KINDS)
+        "kind": "sr",  # sr | lowlight_blur | lowlight | deblur (clipiq.data.paired.PAIR_KINDS)
         "scale": 2,  # SR only: 2, 3 or 4 (1 for same-size restoration)
         "ema": 0.999,  # decay of the weights' moving average; 0 turns it off
         "data": {
