@@ -22,12 +22,12 @@ and Deblurring" (arXiv 2409.13496). No code is public; this is our reading of th
   parameters (3 + 256 for ``degradation-clip-v2``), so both variants are the same size to within 0.1%; the
   modulations can still learn a fixed per-channel affine, but nothing that depends on the image's CLIP reading.
 
-The CLIP maps are computed on a copy of the input whose longer side is at most ``clip_size`` pixels (default 512;
-``None`` or 0 for native resolution) and bilinearly resampled. Measured with ``degradation-clip-v2`` on one CPU
-thread, a 1152x864 (1 MP) image: 0.07 CPU-s at 256, 0.11 at 384, 0.23 at 512, 1.28 at native size (the network
-itself about 2.6 CPU-s). Training sees the maps of its 128 px patches at their native scale (below ``clip_size``),
-so a smaller copy reads blur on a coarser scale than training did: 512 keeps that gap small (2.25x for 1 MP, none
-for photos up to 512 px) at a tenth of a second; ``clip_size=0`` removes it. No gradient reaches CLIP.
+The CLIP maps are computed at the input's native resolution by default (``clip_size`` 0 or ``None``), or on a
+copy whose longer side is at most ``clip_size`` pixels, bilinearly resampled. Training sees the maps of its
+128 px patches at their native scale, so a smaller copy reads blur on a coarser scale than training did: native
+is the default for that reason. Measured with ``degradation-clip-v2`` on one CPU thread, a 1152x864 (1 MP)
+image: 1.28 CPU-s at native size, 0.23 at 512, 0.11 at 384 (the network itself about 2.6 CPU-s); ``clip_size``
+trades that consistency for speed. No gradient reaches CLIP.
 
 Weights: none are shipped yet. ``weights=PATH`` loads a checkpoint written by ``clipiq train dap-led`` (the
 exported ``checkpoint.safetensors`` or the trainer's ``best.safetensors``/``last.safetensors``): clipiq's method
@@ -87,7 +87,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "heads": [1, 2, 4, 8],  # MDTA heads per level
     "expansion": 2.0,  # gated FFN hidden width / width
     "guide": 16,  # channels of the CLIP guide
-    "clip_size": 512,  # CLIP maps on a copy whose longer side is at most this (0 or None: native size)
+    "clip_size": 0,  # CLIP maps at native size (0 or None), as training sees them; else on a copy at most this long
 }
 
 _LEVELS = 4
@@ -341,7 +341,7 @@ def build_network(cfg: Mapping[str, Any], embed_dim: int) -> DAPLEDNet:
 
 
 @torch.no_grad()
-def clip_guidance(clip: CLIP, preprocess: Preprocess, x: Tensor, clip_size: int | None = 512,
+def clip_guidance(clip: CLIP, preprocess: Preprocess, x: Tensor, clip_size: int | None = 0,
                   pairs: Sequence[str] = GUIDE_PAIRS) -> tuple[Tensor, Tensor]:
     """Frozen CLIP's (maps (N,K,gh,gw), dense embeddings (N,D,gh,gw)) of [0,1] images, on a downscaled copy.
 
