@@ -113,6 +113,79 @@ def test_gradients_reach_net_not_clip(tmp_path):
     assert not any(k.startswith("clip") for k in task.model.state_dict())
 
 
+def test_training_guidance_is_the_whole_photos(tmp_path, monkeypatch):
+    """A training crop is guided by the embedding of the whole LR photo it came from, the vector the restorer
+    uses for that image: clip_guidance_embedding of the photo's imresize (8-bit levels, as LR files are)."""
+    from clipiq.data.io import load_image
+    from clipiq.degrade import imresize
+    from clipiq.restore.cdasr import clip_guidance_embedding
+
+    torch.manual_seed(0)
+    task = CDASRTask(tiny_cfg(tmp_path), "cpu")
+    batch = next(task.batches(0))
+    assert batch["index"].tolist() and batch["lq"].shape[-1] == 8  # crops, tagged with their photo's index
+    want = []
+    for i in batch["index"].tolist():
+        lr = imresize(load_image(task.train_set.paths[i]), 1 / 2).clamp(0, 1).mul(255).round().div(255)
+        assert lr.shape[-2:] == (20, 20)  # the whole photo, not the 8-px crop
+        want.append(clip_guidance_embedding(task.clip, task.preprocess, lr[None])[0])
+    want = torch.stack(want)
+    got = task.photo_guidance(batch["index"])
+    assert torch.allclose(got, want, atol=1e-6)
+    crops = clip_guidance_embedding(task.clip, task.preprocess, batch["lq"])
+    assert not torch.allclose(got, crops, atol=1e-3)  # not the crop's own embedding
+    # the training forward pass uses exactly that guidance
+    torch.nn.init.normal_(task.model.upsample[0].weight, std=0.1)
+    with torch.no_grad():
+        assert torch.equal(task.predict_batch(batch), task.model(batch["lq"], got))
+    # computed once per photo for the run: later batches reuse the cache
+    calls = []
+    monkeypatch.setattr("clipiq.train.cdasr.clip_guidance_embedding",
+                        lambda *a: calls.append(1) or clip_guidance_embedding(*a))
+    assert torch.equal(task.photo_guidance(batch["index"]), got) and not calls
+    # a fresh task (as after a resume) derives the same vectors
+    again = CDASRTask(task.cfg, "cpu")
+    again.clip.load_state_dict(task.clip.state_dict())
+    assert torch.equal(again.photo_guidance(batch["index"]), got)
+
+
+def test_restorer_embedding_is_per_thread(tmp_path):
+    """Two threads restoring different images with one restorer each get their own image's guidance."""
+    import contextlib
+    import threading
+
+    cfg = tiny_cfg(tmp_path)
+    cfg["train"]["steps"] = 1
+    summary = run(cfg, tmp_path / "run", torch.device("cpu"), progress=False)
+    restorer = create_restorer("cdasr", scale=2, weights=summary["checkpoint"], device="cpu", tile=12,
+                               tile_overlap=4)
+    torch.nn.init.normal_(restorer.net.upsample[0].weight, std=0.1)  # the guidance must show in the output
+    images = [torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(k)) for k in range(2)]
+    alone = [restorer.restore_tensor(x) for x in images]
+    inside = threading.Barrier(2)
+    real_batch = restorer.restore_batch
+    results: dict[int, torch.Tensor] = {}
+
+    def slow_batch(x):  # both threads are inside restore_tensor at once, between their tiles
+        with contextlib.suppress(threading.BrokenBarrierError):
+            inside.wait(timeout=5)
+        return real_batch(x)
+
+    restorer.restore_batch = slow_batch
+
+    def work(k):
+        results[k] = restorer.restore_tensor(images[k])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not torch.allclose(alone[0], alone[1])
+    for k in range(2):
+        assert torch.allclose(results[k], alone[k], atol=1e-6), k
+
+
 def test_train_resume_and_load(tmp_path):
     cfg = tiny_cfg(tmp_path)
     run_dir = tmp_path / "run"

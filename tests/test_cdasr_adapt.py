@@ -189,6 +189,60 @@ def test_cli_adapt_errors(source_ck, tmp_path, capsys):
 # --- meta-learning ------------------------------------------------------------------------------------------
 
 
+def test_adapt_guides_crops_with_their_whole_pair(source_ck, monkeypatch):
+    """Adaptation crops are guided by the embedding of their support pair's whole LR, as at inference."""
+    from clipiq.restore.cdasr import clip_guidance_embedding
+    from clipiq.train import cdasr_adapt
+
+    pairs = support_pairs()
+    seen = []
+    real = cdasr_adapt._Adaptable.losses
+
+    def spy(self, lr, hr, emb=None):
+        seen.append((self, emb))
+        return real(self, lr, hr, emb)
+
+    monkeypatch.setattr(cdasr_adapt._Adaptable, "losses", spy)
+    adapt(source_ck, pairs, steps=2, batch_size=3, patch_size=8, semantic=0.0, seed=4)
+    model = seen[0][0]
+    whole = torch.cat([clip_guidance_embedding(model.clip, model.preprocess, p.lr[None]) for p in pairs])
+    assert len(seen) == 2
+    for step, (_, emb) in enumerate(seen):
+        lq, _, which = cdasr_adapt._crop_batch(pairs, 3, 8, 2, 4, step)
+        assert lq.shape[-1] == 8 and torch.allclose(emb, whole[which], atol=1e-6)
+
+
+def test_meta_guidance_is_the_whole_photos_lr(source_ck, tmp_path):
+    """Meta-training crops are guided by their whole photo's LR in the step's domain; the crops' LR is unchanged."""
+    from clipiq.data.io import load_image
+    from clipiq.data.paired import mod_crop
+    from clipiq.restore.cdasr import clip_guidance_embedding
+    from clipiq.train.cdasr_adapt import CDASRMetaTask
+
+    photos = write_photos(tmp_path / "photos", n=3)
+    src = read_method_checkpoint(source_ck, "cdasr")
+    cfg = {**META_DEFAULTS, "ema": 0.0, "scale": 2, "model": dict(src.config["model"]),
+           "data": {**META_DEFAULTS["data"], "train": [str(photos)], "patch_size": 8, "val": ""},
+           "meta": {**META_DEFAULTS["meta"], "source": str(source_ck)},
+           "train": {**META_DEFAULTS["train"], "batch_size": 2}}
+    task = CDASRMetaTask(cfg, "cpu")
+    ss = np.random.SeedSequence([task.seed, 3, 0, 1])
+    _, gseed = (int(v) for v in ss.generate_state(2))
+    idx = [int(k) for k in np.random.default_rng(ss).choice(3, size=2, replace=False)]
+    # the source domain: the same vectors as source training's
+    batch = task.domain_batch("bicubic", 3, 0, 1)
+    assert torch.allclose(batch["guidance"], task.photo_guidance(idx), atol=1e-6)
+    # a target domain: the first crop's draws start from the seeded generator, and so do its photo's
+    batch = task.domain_batch("jpeg", 3, 0, 1)
+    recipe = get_sr_domain("jpeg")
+    whole = recipe(mod_crop(load_image(task.train_set.paths[idx[0]]), 2), 2, torch.Generator().manual_seed(gseed))
+    assert whole.shape[-1] == 20
+    assert torch.allclose(batch["guidance"][0], clip_guidance_embedding(task.clip, task.preprocess, whole[None])[0],
+                          atol=1e-6)
+    gen = torch.Generator().manual_seed(gseed)
+    assert torch.equal(batch["lq"], torch.stack([recipe(gt, 2, gen) for gt in batch["gt"]]))
+
+
 def test_meta_task_two_steps(source_ck, tmp_path):
     assert "cdasr-meta" in TRAINING_TASKS.names()
     photos = write_photos(tmp_path / "photos", n=2)

@@ -148,6 +148,22 @@ def test_batches_are_deterministic(tmp_path):
     b = next(task.batches(5))
     assert a["lq"].shape == (2, 3, 8, 8) and a["gt"].shape == (2, 3, 16, 16)
     assert torch.equal(a["lq"], b["lq"]) and torch.equal(a["gt"], b["gt"])
+    # each item carries the index of the photo it was cut from (for per-photo data such as CDASR's guidance)
+    assert torch.equal(a["index"], b["index"]) and a["index"].shape == (2,)
+    for k, i in enumerate(a["index"].tolist()):
+        assert torch.equal(task.train_set[i]["gt"], a["gt"][k])
+
+
+def test_shared_clip_helpers(tiny_clip):
+    from clipiq.train.restoration import check_frozen, clip_preprocess, first_items
+
+    assert clip_preprocess(tiny_clip) is clip_preprocess(tiny_clip)  # built once per model
+    check_frozen(tiny_clip, "x")
+    model, _ = load_clip("test-tiny", device="cpu")
+    with pytest.raises(ValueError, match="my_loss needs a frozen CLIP"):
+        check_frozen(model, "my_loss")
+    ds = list(range(5))
+    assert first_items(ds, 0) is ds and list(first_items(ds, 2)) == [0, 1] and len(first_items(ds, 9)) == 5
 
 
 def test_train_resume_and_checkpoint(tmp_path):

@@ -28,9 +28,11 @@ __all__ = [
     "ImagePair",
     "PairedImageDataset",
     "SyntheticPairDataset",
+    "draw_augment",
     "find_div2k_pairs",
     "find_pairs",
     "find_srf_pairs",
+    "mod_crop",
     "paired_augment",
     "paired_random_crop",
 ]
@@ -144,12 +146,14 @@ def paired_augment(
     return out
 
 
-def _draw_augment(generator: torch.Generator) -> tuple[bool, bool, bool]:
+def draw_augment(generator: torch.Generator) -> tuple[bool, bool, bool]:
+    """Draw (hflip, vflip, rot90) for :func:`paired_augment` from ``generator`` (three fair bits)."""
     bits = torch.randint(0, 2, (3,), generator=generator).tolist()
     return bool(bits[0]), bool(bits[1]), bool(bits[2])
 
 
-def _mod_crop(x: torch.Tensor, scale: int) -> torch.Tensor:
+def mod_crop(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """Crop the bottom/right of ``x`` so its height and width are multiples of ``scale``."""
     h, w = x.shape[-2:]
     return x[..., : h - h % scale, : w - w % scale]
 
@@ -179,7 +183,7 @@ class _PairBase(torch.utils.data.Dataset):
         if self.patch_size is not None:
             lq, gt = paired_random_crop(lq, gt, self.patch_size, scale, gen)
         if self.augment:
-            lq, gt = paired_augment([lq, gt], *_draw_augment(gen))
+            lq, gt = paired_augment([lq, gt], *draw_augment(gen))
         return lq, gt
 
     def _load(self, index: int) -> dict[str, Any]:
@@ -290,7 +294,7 @@ class SyntheticPairDataset(_PairBase):
             gt = photo[..., top : top + g, left : left + g]
         else:
             gen = self._generator(index, 0)
-            gt = _mod_crop(photo, s)
+            gt = mod_crop(photo, s)
         if self.task == "sr":
             # Rounded to 8-bit levels like LR files on disk (bicubic overshoot clipped as imwrite does).
             lq = degrade.imresize(gt, 1 / s).clamp_(0, 1).mul_(255).round_().div_(255)
@@ -298,5 +302,5 @@ class SyntheticPairDataset(_PairBase):
             lq, gt = degrade.lowlight_blur_pair(gt, seed=_item_seed(self.seed, self.epoch, index, 1),
                                                 parts=_LOWLIGHT_PARTS[self.task])
         if self.augment:
-            lq, gt = paired_augment([lq, gt], *_draw_augment(gen))
+            lq, gt = paired_augment([lq, gt], *draw_augment(gen))
         return {"lq": lq, "gt": gt, "index": index, "path": str(path)}

@@ -26,7 +26,8 @@ Our choices
       tokens, so they compute what they would without them. Pooling the final patch tokens instead
       (``region_pool: mean``, MaskCLIP's read-out) does not localise on the offline backbone: on 60 test
       images of the local-distortion set, zero-shot top-1 hit 0.20 against 0.55 with region tokens (chance
-      0.27), pixel AUC 0.50 against 0.65 (``clipiq.clip.dense`` found the same for dense maps). A region with
+      0.27), pixel AUC 0.50 against 0.65 (``clipiq.clip.dense`` found the same for dense maps). Unlike the
+      class token, region tokens do not receive a hybrid tower's global stem statistics. A region with
       no token on the grid (smaller than a patch) falls back to the class-token embedding for its reported
       score and is left out of the pooling (its area weight is zero).
     * Descriptions: each region's ``sentence`` from ``clipiq.segment.describe`` (``describer: clip`` by default,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,7 +49,8 @@ from clipiq.restore.registry import RestorerSpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MODEL_DEFAULTS", "SPEC", "CDASRNet", "CDASRRestorer", "build_net", "clip_guidance_embedding"]
+__all__ = ["MODEL_DEFAULTS", "SPEC", "CDASRNet", "CDASRRestorer", "build_net", "clip_guidance_embedding",
+           "clip_image_embedding"]
 
 PAPER = "Lu et al., CLIP-aware Domain-Adaptive Super-Resolution, arXiv 2505.12391, 2025"
 SCALES = (2, 3, 4)
@@ -187,11 +189,21 @@ def build_net(model_cfg: Mapping[str, Any], scale: int, embed_dim: int) -> CDASR
                     guide_channels=m["guide_channels"], clip=m["clip"])
 
 
+def clip_image_embedding(clip: CLIP, preprocess: Preprocess, x: Tensor) -> Tensor:
+    """CLIP's L2-normalised float32 embeddings (N, embed_dim) of images in [0,1], each squashed whole to the input
+    size ("resize": every pixel takes part). Differentiable with respect to ``x``; callers add ``no_grad``."""
+    inp = preprocess.prepare(x.float(), "resize").to(clip.dtype)
+    return clip.encode_image(inp, normalize=True).float()
+
+
 def clip_guidance_embedding(clip: CLIP, preprocess: Preprocess, lr: Tensor) -> Tensor:
-    """The frozen CLIP's L2-normalised embeddings (N, embed_dim) of LR images (the whole image, squashed)."""
+    """The frozen CLIP's L2-normalised embeddings (N, embed_dim) of LR images (the whole image, squashed).
+
+    The network's guidance: at inference of each whole input image, in training of the whole LR photo a crop
+    came from (:mod:`clipiq.train.cdasr`), so both see the same distribution.
+    """
     with torch.no_grad():
-        x = preprocess.prepare(lr.float().clamp(0, 1), "resize").to(clip.dtype)
-        return clip.encode_image(x, normalize=True).float()
+        return clip_image_embedding(clip, preprocess, lr.clamp(0, 1))
 
 
 class CDASRRestorer(Restorer):
@@ -231,14 +243,16 @@ class CDASRRestorer(Restorer):
             raise CheckpointError(f"cdasr: {weights} does not fit the network its config describes: {e}") from e
         self.net.requires_grad_(False).eval()
         self.weights = str(weights)
-        self._embedding: Tensor | None = None
+        # The embedding of the image being restored, per thread: restore_tensor sets it for the tiles of one image,
+        # so threads sharing this restorer never see each other's image.
+        self._local = threading.local()
 
     def restore_batch(self, x: Tensor) -> Tensor:
         """Super-resolve a batch (the embedding of the whole image when set by :meth:`restore_tensor`)."""
         emb = None
         if self.net.use_clip:
-            emb = self._embedding if self._embedding is not None else self._embed(x)
-            emb = emb.expand(x.shape[0], -1)
+            emb = getattr(self._local, "embedding", None)
+            emb = (emb if emb is not None else self._embed(x)).expand(x.shape[0], -1)
         return self.net(x, emb)
 
     def _embed(self, x: Tensor) -> Tensor:
@@ -253,10 +267,10 @@ class CDASRRestorer(Restorer):
         out = []
         try:
             for i in range(x.shape[0]):
-                self._embedding = self._embed(x[i : i + 1].to(self.device, torch.float32))
+                self._local.embedding = self._embed(x[i : i + 1].to(self.device, torch.float32))
                 out.append(super().restore_tensor(x[i : i + 1], out_device))
         finally:
-            self._embedding = None
+            self._local.embedding = None
         return torch.cat(out)
 
 

@@ -1,7 +1,9 @@
 """``clipiq train cdasr``: CDASR's source training on the 291 images (T91 + BSD200), validated on Set5.
 
 LR patches are made by clipiq's MATLAB-exact ``imresize`` from random crops of the photos, with flips and
-90-degree rotations (:class:`clipiq.data.paired.SyntheticPairDataset`). Loss: Charbonnier pixel loss plus
+90-degree rotations (:class:`clipiq.data.paired.SyntheticPairDataset`). The CLIP guidance of a crop is the
+embedding of the whole LR photo it came from (computed once per photo, :meth:`CDASRTask.photo_guidance`), as at
+inference every tile is guided by the whole image's embedding. Loss: Charbonnier pixel loss plus
 ``loss.semantic`` times the semantic-consistency loss (1 - cosine of the frozen CLIP embeddings of the SR output
 and the HR patch, :func:`clipiq.train.restoration.clip_embedding_loss`); no perceptual (VGG) term, as clipiq ships
 no VGG and the semantic term is the paper's CLIP-side counterpart. EMA of the weights, resume, and selection on
@@ -11,7 +13,7 @@ Set5 PSNR (Y, border cropped by the scale) come from :mod:`clipiq.train.restorat
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,9 @@ from torch import Tensor, nn
 from clipiq.clip.checkpoint import backbone_record
 from clipiq.clip.load import load_clip
 from clipiq.core.errors import ConfigError
+from clipiq.data.io import load_image
+from clipiq.data.paired import mod_crop
+from clipiq.degrade import imresize
 from clipiq.restore.cdasr import MODEL_DEFAULTS, build_net, clip_guidance_embedding
 from clipiq.train.restoration import (
     PairedRestorationTask,
@@ -45,6 +50,13 @@ DEFAULTS: dict[str, Any] = restoration_defaults(
 )
 
 
+def whole_lr(photo: str | Path | Tensor, scale: int) -> Tensor:
+    """The LR image (3,h,w) of a whole training photo as :class:`~clipiq.data.paired.SyntheticPairDataset` makes
+    LR: cropped to a multiple of the scale, MATLAB ``imresize`` by 1/scale, rounded to 8-bit levels."""
+    hr = mod_crop(load_image(photo) if isinstance(photo, str | Path) else photo, scale)
+    return imresize(hr, 1 / scale).clamp_(0, 1).mul_(255).round_().div_(255)
+
+
 class CDASRTask(PairedRestorationTask):
     """CDASR's network on the frozen CLIP: guidance from the LR embedding, semantic consistency on the output."""
 
@@ -65,6 +77,7 @@ class CDASRTask(PairedRestorationTask):
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise ConfigError(f"loss.semantic_images must be a number of images >= 0 (0: all), got {k!r}")
         self.semantic_images = k or None
+        self._photo_guidance: dict[int, Tensor] = {}  # photo index -> guidance (derived, see photo_guidance)
         super().__init__(cfg, device)
 
     def build_model(self) -> nn.Module:
@@ -72,9 +85,35 @@ class CDASRTask(PairedRestorationTask):
         return build_net(self.cfg["model"], self.scale, self.clip.cfg.embed_dim)
 
     def predict(self, lq: Tensor) -> Tensor:
-        """SR output guided by the LR images' CLIP embeddings (none for the --no-clip ablation)."""
+        """SR output of whole LR images guided by their CLIP embeddings (validation, as at inference; none for the
+        --no-clip ablation)."""
         emb = clip_guidance_embedding(self.clip, self.preprocess, lq) if self.use_clip else None
         return self.model(lq, emb)
+
+    def predict_batch(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """SR output of training crops guided by the embedding of the whole LR photo each crop came from (the
+        batch's ``guidance`` when it carries one, else :meth:`photo_guidance` of its ``index``), as the restorer
+        guides every tile with the whole image's embedding."""
+        emb = None
+        if self.use_clip:
+            emb = batch.get("guidance")
+            if emb is None:
+                emb = self.photo_guidance(batch["index"])
+        return self.model(batch["lq"], emb)
+
+    def photo_guidance(self, indices: Tensor | Sequence[int]) -> Tensor:
+        """(N, embed_dim) guidance of training photos by index: :func:`clip_guidance_embedding` of the whole photo's
+        LR (mod-cropped to the scale, MATLAB ``imresize`` by 1/scale, 8-bit levels: how the training set makes its
+        LR). Each is computed once, alone, and cached for the run. The cache is derived data, not training state:
+        it depends only on the photo and the frozen CLIP, so a resumed run recomputes the same vectors. A crop's
+        flips and 90-degree rotations are ignored: the guidance is the photo's, as at inference it is the image's."""
+        out = []
+        for i in map(int, indices):
+            if i not in self._photo_guidance:
+                lr = whole_lr(self.train_set.paths[i], self.scale)[None].to(self.device)
+                self._photo_guidance[i] = clip_guidance_embedding(self.clip, self.preprocess, lr)[0]
+            out.append(self._photo_guidance[i])
+        return torch.stack(out)
 
     def extra_losses(self, pred: Tensor, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The weighted semantic-consistency term."""
@@ -94,4 +133,4 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.device, resum
     return run_restoration(CDASRTask, cfg, run_dir, device, resume=resume, progress=progress)
 
 
-__all__ = ["DEFAULTS", "CDASRTask", "run"]
+__all__ = ["DEFAULTS", "CDASRTask", "run", "whole_lr"]

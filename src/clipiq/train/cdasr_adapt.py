@@ -4,7 +4,8 @@
 pairs of one target domain (an LR formation process it never saw, :mod:`clipiq.degrade.sr_domains`): each step
 draws ``batch_size`` random aligned crops (with flips and 90-degree rotations) from the pairs, seeded by
 ``(seed, step)``, and takes one Adam step on the training loss of ``clipiq train cdasr`` (the configured pixel
-loss plus ``loss.semantic`` times the CLIP semantic-consistency term). The frozen CLIP is never trained. The result
+loss plus ``loss.semantic`` times the CLIP semantic-consistency term). A crop's CLIP guidance is the embedding of
+its pair's whole LR image (each computed once), as at inference. The frozen CLIP is never trained. The result
 is a ``clipiq-method/1`` checkpoint loadable as restorer ``cdasr``; its config is the source's plus an ``adapt``
 section recording the source checkpoint (path and sha256), the K pair names, the settings, and the pixel loss on
 the whole support pairs before and after.
@@ -13,7 +14,8 @@ the whole support pairs before and after.
 order) starting from a source checkpoint (``meta.source``), over source domains = the recipes of
 :data:`clipiq.degrade.SR_DOMAINS` (``meta.domains``) applied on the fly to random crops of the 291 training photos.
 An outer step adapts a copy of the weights to each of ``meta.meta_batch`` domains with ``meta.inner_steps`` Adam
-steps at ``meta.inner_lr`` (the adaptation's own optimiser, so the initialisation is tuned for :func:`adapt`), then
+steps at ``meta.inner_lr`` (the adaptation's own optimiser, so the initialisation is tuned for :func:`adapt`; a
+crop's guidance is the embedding of its whole photo's LR in that domain, with the crop's degradation draws), then
 moves the weights towards the adapted ones: ``theta <- theta - lr * mean(theta - theta_domain)``. The outer step
 runs in the shared :class:`~clipiq.train.engine.Trainer` as plain SGD on that pseudo-gradient (as
 ``clipiq train grmp-pretrain`` does), and everything else (data, losses, checkpoints, resume, Set5 logging) is
@@ -51,7 +53,7 @@ from clipiq.clip.preprocess import Preprocess
 from clipiq.core.errors import ConfigError
 from clipiq.core.tensors import trainable_state
 from clipiq.data.io import is_image_file, load_image
-from clipiq.data.paired import paired_augment, paired_random_crop
+from clipiq.data.paired import draw_augment, mod_crop, paired_augment, paired_random_crop
 from clipiq.degrade.sr_domains import SR_DOMAINS, get_sr_domain
 from clipiq.restore.cdasr import CDASRNet, build_net, clip_guidance_embedding
 from clipiq.train.cdasr import DEFAULTS as SOURCE_DEFAULTS
@@ -142,7 +144,7 @@ def load_pair_folder(folder: str | os.PathLike, scale: int, shots: int | None = 
         for i, name in enumerate(names):
             hr = load_image(hrs[name])
             h, w = hr.shape[-2:]
-            hr = hr[..., : h - h % scale, : w - w % scale]
+            hr = mod_crop(hr, scale)
             if min(hr.shape[-2:]) < scale:
                 raise ValueError(f"--pairs {hrs[name]}: {w}x{h} is too small for scale {scale}")
             gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
@@ -192,12 +194,22 @@ class _Adaptable:
         self.semantic = float(self.loss_cfg.get("semantic", 0.0) if semantic is None else semantic)
         self.semantic_images = int(self.loss_cfg.get("semantic_images", 0) or 0) or None
 
-    def predict(self, lr: Tensor) -> Tensor:
-        emb = clip_guidance_embedding(self.clip, self.preprocess, lr) if self.net.use_clip else None
-        return self.net(lr, emb)
+    def predict(self, lr: Tensor, emb: Tensor | None = None) -> Tensor:
+        """SR output guided by ``emb`` (default: the embeddings of ``lr``, whole images)."""
+        if self.net.use_clip and emb is None:
+            emb = clip_guidance_embedding(self.clip, self.preprocess, lr)
+        return self.net(lr, emb if self.net.use_clip else None)
 
-    def losses(self, lr: Tensor, hr: Tensor) -> dict[str, Tensor]:
-        pred = self.predict(lr)
+    def pair_guidance(self, pairs: Sequence[SRPair]) -> Tensor | None:
+        """(K, embed_dim) embeddings of the pairs' whole LR images, one at a time (None without CLIP): a crop is
+        guided by its pair's, as at inference every tile is by its whole image's."""
+        if not self.net.use_clip:
+            return None
+        return torch.cat([clip_guidance_embedding(self.clip, self.preprocess, p.lr[None].to(self.device))
+                          for p in pairs])
+
+    def losses(self, lr: Tensor, hr: Tensor, emb: Tensor | None = None) -> dict[str, Tensor]:
+        pred = self.predict(lr, emb)
         out = {"pixel": pixel_loss(self.loss_cfg, pred, hr)}
         if self.semantic:
             k = self.semantic_images
@@ -232,18 +244,19 @@ def _sha256(path: Path) -> str:
 
 
 def _crop_batch(pairs: Sequence[SRPair], n: int, patch: int, scale: int, seed: int, step: int
-                ) -> tuple[Tensor, Tensor]:
-    """``n`` aligned random crops (with flips and transposes) of random pairs, drawn from (seed, step)."""
+                ) -> tuple[Tensor, Tensor, list[int]]:
+    """``n`` aligned random crops (with flips and transposes) of random pairs, drawn from (seed, step), and the
+    index of the pair each came from."""
     gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1)[0]))
-    lrs, hrs = [], []
+    lrs, hrs, which = [], [], []
     for _ in range(n):
-        p = pairs[int(torch.randint(0, len(pairs), (), generator=gen))]
-        lr, hr = paired_random_crop(p.lr, p.hr, patch, scale, gen)
-        bits = torch.randint(0, 2, (3,), generator=gen).tolist()
-        lr, hr = paired_augment([lr, hr], *map(bool, bits))
+        k = int(torch.randint(0, len(pairs), (), generator=gen))
+        lr, hr = paired_random_crop(pairs[k].lr, pairs[k].hr, patch, scale, gen)
+        lr, hr = paired_augment([lr, hr], *draw_augment(gen))
         lrs.append(lr)
         hrs.append(hr)
-    return torch.stack(lrs), torch.stack(hrs)
+        which.append(k)
+    return torch.stack(lrs), torch.stack(hrs), which
 
 
 def support_loss(checkpoint: str | os.PathLike, pairs: Sequence[SRPair], device: torch.device | str = "cpu",
@@ -280,10 +293,12 @@ def adapt(checkpoint: str | os.PathLike, pairs: Sequence[SRPair], steps: int = A
     model.net.train()
     params = [p for p in model.net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=float(lr))
+    guidance = model.pair_guidance(pairs)  # the frozen CLIP's view of each whole LR, computed once
     first = last = math.nan
     for step in range(steps):
-        lq, gt = _crop_batch(pairs, batch_size, patch, model.scale, seed, step)
-        losses = model.losses(lq.to(device), gt.to(device))
+        lq, gt, which = _crop_batch(pairs, batch_size, patch, model.scale, seed, step)
+        emb = guidance[which] if guidance is not None else None
+        losses = model.losses(lq.to(device), gt.to(device), emb)
         if not torch.isfinite(losses["loss"]):
             raise FloatingPointError(f"adaptation loss became {float(losses['loss'])} at step {step}")
         opt.zero_grad(set_to_none=True)
@@ -374,8 +389,20 @@ class CDASRMetaTask(CDASRTask):
         gen = torch.Generator().manual_seed(gseed)
         recipe = get_sr_domain(domain)
         gts = [self.train_set[int(k)]["gt"] for k in idx]
-        lqs = [recipe(gt, self.scale, gen) for gt in gts]
-        return {"lq": torch.stack(lqs).to(self.device), "gt": torch.stack(gts).to(self.device)}
+        lqs, guidance = [], []
+        for k, gt in zip(idx, gts):
+            if self.use_clip:
+                # The guidance is the embedding of the whole photo's LR in this domain, made with the crop's
+                # degradation draws (a copy of the generator: the crop's LR is unchanged), as at inference and in
+                # adaptation the whole LR image guides the network.
+                fork = torch.Generator().set_state(gen.get_state())
+                whole = recipe(mod_crop(load_image(self.train_set.paths[int(k)]), self.scale), self.scale, fork)
+                guidance.append(clip_guidance_embedding(self.clip, self.preprocess, whole[None].to(self.device)))
+            lqs.append(recipe(gt, self.scale, gen))
+        batch = {"lq": torch.stack(lqs).to(self.device), "gt": torch.stack(gts).to(self.device)}
+        if guidance:
+            batch["guidance"] = torch.cat(guidance)
+        return batch
 
     def step_domains(self, step: int) -> list[str]:
         """The domains outer step ``step`` adapts to (without repeats)."""

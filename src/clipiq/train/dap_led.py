@@ -54,7 +54,10 @@ from clipiq.restore.dap_led import (
 )
 from clipiq.train.restoration import (
     PairedRestorationTask,
+    check_frozen,
     clip_embedding_loss,
+    clip_preprocess,
+    first_items,
     freeze_clip,
     restoration_defaults,
     run_restoration,
@@ -95,10 +98,6 @@ DEFAULTS: dict[str, Any] = restoration_defaults(
 )
 
 
-def _preprocess(clip: CLIP) -> Preprocess:
-    return Preprocess(clip.cfg.preprocess, clip.cfg.vision.patch_size)
-
-
 def clip_prior_loss(clip: CLIP, pred: Tensor, pairs: Sequence[str] = ("brightness", "sharpness"),
                     preprocess: Preprocess | None = None) -> Tensor:
     """Cross-entropy of the image's global antonym-pair probabilities toward each pair's positive prompt.
@@ -106,10 +105,8 @@ def clip_prior_loss(clip: CLIP, pred: Tensor, pairs: Sequence[str] = ("brightnes
     With the default pairs it falls as CLIP reads ``pred`` as brighter and sharper. Differentiable with respect
     to ``pred``; the backbone must be frozen (no gradient reaches it).
     """
-    if clip.training or any(p.requires_grad for p in clip.parameters()):
-        raise ValueError("clip_prior_loss needs a frozen CLIP (eval mode, requires_grad False): "
-                         "pass it through clipiq.train.restoration.freeze_clip")
-    pre = preprocess or _preprocess(clip)
+    check_frozen(clip, "clip_prior_loss")
+    pre = preprocess or clip_preprocess(clip)
     # "native": at the image's own scale (cropped to whole patches). Upscaling a 128 px training patch to CLIP's
     # 224 px input would itself look blurry to CLIP, which is what this term is to judge; it is 3x cheaper too.
     x = pre.prepare(pred.float().clamp(0, 1), "native").to(clip.dtype)
@@ -265,10 +262,7 @@ class DAPLEDTask(PairedRestorationTask):
                                       seed=int(d["val_seed"]))
         else:
             return super()._validation_set()
-        limit = int(d["val_limit"] or 0)
-        if limit:
-            ds = torch.utils.data.Subset(ds, range(min(limit, len(ds))))
-        return ds
+        return first_items(ds, int(d["val_limit"] or 0))
 
 
 def run(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.device, resume: bool = True,

@@ -11,14 +11,16 @@ Public API (every paired-restoration training task builds on it; nothing here is
   identical inputs.
 * :func:`clip_embedding_loss` ``(clip_model, pred, target)`` -- ``1 - cos`` of the frozen CLIP image embeddings
   of ``pred`` and ``target`` (the target's without gradient); gradients reach ``pred`` only.
-  :func:`freeze_clip` puts a backbone in the state it requires (eval mode, no gradients).
+  :func:`freeze_clip` puts a backbone in the state it requires (eval mode, no gradients), :func:`check_frozen`
+  checks it, and :func:`clip_preprocess` is the backbone's preprocessing (built once per model).
 * :func:`restoration_defaults` -- the config every task starts from: ``seed``, ``kind`` (``sr`` |
   ``lowlight_blur`` | ``lowlight`` | ``deblur``, :data:`clipiq.data.paired.PAIR_KINDS`), ``scale``, ``ema``
   (decay, 0 = off), ``data`` (training photo folders, patch size, augmentation, validation set), ``val``
   (Y channel, border crop), ``loss`` (the pixel loss), ``model`` (the method's own) and ``train`` (the Trainer's keys).
 * :class:`PairedRestorationTask` -- a :class:`~clipiq.train.engine.TrainTask`. A method subclasses it and sets
   ``method`` (the checkpoint's method name) and implements ``build_model()``; optionally overrides
-  ``predict(lq)`` (the forward pass, e.g. adding a CLIP guidance), ``extra_losses(pred, batch)`` (weighted terms
+  ``predict(lq)`` (the forward pass, e.g. adding a CLIP guidance; validation uses it), ``predict_batch(batch)``
+  (the training forward pass, given the batch with the photos' ``index``), ``extra_losses(pred, batch)`` (weighted terms
   added to the pixel loss) and ``backbone_record()`` (the frozen backbone the checkpoint depends on).
   Training pairs are synthesised from clean photos by :class:`~clipiq.data.paired.SyntheticPairDataset`
   (SR: MATLAB-exact bicubic ``imresize``; random crops, flips and 90-degree rotations), drawn per step from
@@ -65,6 +67,7 @@ from clipiq.core.tensors import trainable_state
 from clipiq.data.io import list_images
 from clipiq.data.paired import PAIR_KINDS, SR_SCALES, PairedImageDataset, SyntheticPairDataset, find_pairs
 from clipiq.eval import psnr, ssim
+from clipiq.restore.cdasr import clip_image_embedding
 from clipiq.train.engine import Trainer, epoch_batch, seed_everything, train_defaults
 
 log = logging.getLogger(__name__)
@@ -73,7 +76,10 @@ __all__ = [
     "ModelEMA",
     "PairedRestorationTask",
     "charbonnier_loss",
+    "check_frozen",
     "clip_embedding_loss",
+    "clip_preprocess",
+    "first_items",
     "freeze_clip",
     "pixel_loss",
     "restoration_defaults",
@@ -163,18 +169,21 @@ def freeze_clip(clip_model: CLIP) -> CLIP:
     return clip_model.eval()
 
 
-def _clip_preprocess(clip_model: CLIP) -> Preprocess:
+def clip_preprocess(clip_model: CLIP) -> Preprocess:
+    """The preprocessing of a frozen CLIP's training-time uses (its weights' own normalisation and interpolation),
+    built once per model and kept on it."""
     pre = getattr(clip_model, "_restoration_preprocess", None)
-    if pre is None:  # the weights' own normalisation and interpolation; built once per model
+    if pre is None:
         pre = Preprocess(clip_model.cfg.preprocess, clip_model.cfg.vision.patch_size)
         clip_model._restoration_preprocess = pre
     return pre
 
 
-def _embed(clip_model: CLIP, x: Tensor) -> Tensor:
-    # "resize" squashes the whole image to the input size: every output pixel takes part in the embedding.
-    inp = _clip_preprocess(clip_model).prepare(x.float(), "resize").to(clip_model.dtype)
-    return clip_model.encode_image(inp, normalize=True).float()
+def check_frozen(clip_model: CLIP, who: str) -> None:
+    """Raise a ValueError naming ``who`` unless the backbone is frozen (eval mode, no parameter needing gradients)."""
+    if clip_model.training or any(p.requires_grad for p in clip_model.parameters()):
+        raise ValueError(f"{who} needs a frozen CLIP (eval mode, requires_grad False): "
+                         "pass it through clipiq.train.restoration.freeze_clip")
 
 
 def pixel_loss(loss_cfg: Mapping[str, Any], pred: Tensor, gt: Tensor) -> Tensor:
@@ -193,13 +202,12 @@ def clip_embedding_loss(clip_model: CLIP, pred: Tensor, target: Tensor) -> Tenso
     """
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
-    if clip_model.training or any(p.requires_grad for p in clip_model.parameters()):
-        raise ValueError("clip_embedding_loss needs a frozen CLIP (eval mode, requires_grad False): "
-                         "pass it through clipiq.train.restoration.freeze_clip")
+    check_frozen(clip_model, "clip_embedding_loss")
+    pre = clip_preprocess(clip_model)
     # Outputs may overshoot [0,1] a little while training; the preprocessing expects images.
     with torch.no_grad():
-        want = _embed(clip_model, target.detach().clamp(0, 1))
-    have = _embed(clip_model, pred.clamp(0, 1))
+        want = clip_image_embedding(clip_model, pre, target.detach().clamp(0, 1))
+    have = clip_image_embedding(clip_model, pre, pred.clamp(0, 1))
     return (1.0 - (have * want).sum(-1)).mean()
 
 
@@ -260,6 +268,11 @@ def _check_cfg(cfg: Mapping[str, Any]) -> None:
         raise ConfigError("data.train: no training photo folders configured")
 
 
+def first_items(ds: torch.utils.data.Dataset, limit: int) -> torch.utils.data.Dataset:
+    """The first ``limit`` items of ``ds`` (``data.val_limit``; 0: all of them)."""
+    return torch.utils.data.Subset(ds, range(min(limit, len(ds)))) if limit else ds
+
+
 # --- the task ----------------------------------------------------------------------------------------------------
 
 
@@ -297,6 +310,11 @@ class PairedRestorationTask:
     def predict(self, lq: Tensor) -> Tensor:
         """The network's output for a (N,3,h,w) batch (override to add guidance, e.g. a CLIP embedding)."""
         return self.model(lq)
+
+    def predict_batch(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """The network's output for a training batch (``lq``, ``gt`` and ``index``, the photos' indices in the
+        training set): :meth:`predict` of ``lq`` unless overridden (e.g. to use guidance of the whole photos)."""
+        return self.predict(batch["lq"])
 
     def extra_losses(self, pred: Tensor, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Weighted loss terms added to the pixel loss (logged under their names)."""
@@ -340,10 +358,7 @@ class PairedRestorationTask:
         else:
             ds = SyntheticPairDataset(d["val"], task=self.kind, scale=self.scale,
                                       patch_size=int(d["val_patch"]) or None, seed=int(d["val_seed"]))
-        limit = int(d["val_limit"] or 0)
-        if limit:
-            ds = torch.utils.data.Subset(ds, range(min(limit, len(ds))))
-        return ds
+        return first_items(ds, int(d["val_limit"] or 0))
 
     @property
     def steps_per_epoch(self) -> int:
@@ -357,7 +372,8 @@ class PairedRestorationTask:
             self.train_set.set_epoch(step // self.steps_per_epoch)
             items = [self.train_set[i] for i in epoch_batch(self.seed, step, n, self.batch_size)]
             yield {"lq": torch.stack([it["lq"] for it in items]).to(self.device),
-                   "gt": torch.stack([it["gt"] for it in items]).to(self.device)}
+                   "gt": torch.stack([it["gt"] for it in items]).to(self.device),
+                   "index": torch.tensor([int(it["index"]) for it in items])}
             step += 1
 
     # --- training -----------------------------------------------------------------------------------------------
@@ -368,7 +384,7 @@ class PairedRestorationTask:
 
     def training_step(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Pixel loss plus the method's extra terms; 'loss' is their sum."""
-        pred = self.predict(batch["lq"])
+        pred = self.predict_batch(batch)
         losses = {"pixel": self.pixel_loss(pred, batch["gt"]), **self.extra_losses(pred, batch)}
         losses["loss"] = sum(losses.values(), torch.zeros((), device=pred.device))
         return losses
