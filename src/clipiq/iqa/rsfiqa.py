@@ -24,9 +24,9 @@ Our choices
       only to itself and its region's patch tokens (:func:`region_token_mask`), read out through ``ln_post`` and
       ``proj``, the path CLIP training aligned with text; the class token and the patches never see these
       tokens, so they compute what they would without them. Pooling the final patch tokens instead
-      (``region_pool: mean``, MaskCLIP's read-out) does not localise on the offline backbone: on 60 test
-      images of the local-distortion set, zero-shot top-1 hit 0.20 against 0.55 with region tokens (chance
-      0.27), pixel AUC 0.50 against 0.65 (``clipiq.clip.dense`` found the same for dense maps). Unlike the
+      (``region_pool: mean``, MaskCLIP's read-out) does not localise on the offline backbone: untrained, on
+      the local-distortion set of ``benchmarks/bench_rsfiqa.py`` (3 rounds), top-1 hit 0.169 against 0.369 with
+      region tokens (chance 0.168), pixel AUC 0.493 against 0.630 (``clipiq.clip.dense`` found the same). Unlike the
       class token, region tokens do not receive a hybrid tower's global stem statistics. A region with
       no token on the grid (smaller than a patch) falls back to the class-token embedding for its reported
       score and is left out of the pooling (its area weight is zero).
