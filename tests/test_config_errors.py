@@ -48,6 +48,8 @@ def test_every_shipped_config_fits_its_task():
         task = f.parent.name  # configs/<task>/; GRMP-IQA's two stages share configs/grmp-iqa/
         if task == "grmp-iqa":
             task = "grmp-pretrain" if "pretrain" in f.name else "grmp-finetune"
+        elif task == "cdasr" and f.name.startswith("meta"):  # CDASR's meta-learning stage shares configs/cdasr/
+            task = "cdasr-meta"
         load_config(f, defaults=TRAINING_TASKS.get(task).DEFAULTS)
 
 
