@@ -39,13 +39,10 @@ Usage: python benchmarks/bench_cdasr.py --checkpoints x2=A,x3=B,x4=C [--no-clip-
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -54,39 +51,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from clipiq.core.files import atomic_write
 from clipiq.data.io import list_images, load_image
 from clipiq.data.paired import find_srf_pairs
 from clipiq.degrade import TARGET_DOMAINS, get_sr_domain, imresize
 from clipiq.eval import psnr, ssim
 from clipiq.restore import create_restorer
-from clipiq.restore.evaluate import evaluate_restorer, peak_memory
+from clipiq.restore.evaluate import evaluate_restorer
 from clipiq.train.cdasr_adapt import ADAPT_DEFAULTS, SRPair, adapt
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CLIPIQ_SHARED_DATA", REPO.parent / "shared" / "data"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import restore_bench_common as common  # noqa: E402  (helpers shared with bench_dap_led.py)
+from restore_bench_common import KODAK, REPO, SHARED, State, file_sha, fmt, log, quantise  # noqa: E402
+
 SR = SHARED / "sr"
-KODAK = SHARED / "photos" / "kodak24"
 PARTS = ("sets", "adapt", "cost")
 SETS = ("Set5", "Set14")
 PUBLISHED = ("SRCNN", "FSRCNN", "VDSR")
 ADAPT_ROWS = ("none", "naive", "meta", "meta-no-clip")
-
-
-def log(msg: str) -> None:
-    """Progress on stderr (the tables go to stdout)."""
-    print(msg, file=sys.stderr, flush=True)
-
-
-def file_sha(path: str | os.PathLike) -> str:
-    """sha256 of a file (the resume keys name checkpoints by content, not by path)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def parse_scaled(text: str | None, flag: str) -> dict[int, str]:
@@ -101,29 +83,6 @@ def parse_scaled(text: str | None, flag: str) -> dict[int, str]:
             raise SystemExit(f"{flag}: {path} not found")
         out[int(m[1])] = path
     return out
-
-
-class State:
-    """Finished numbers by key, in a JSON file rewritten atomically after every addition (resume)."""
-
-    def __init__(self, path: Path, fresh: bool):
-        self.path = path
-        self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() and not fresh else {}
-
-    def get(self, key: str) -> Any:
-        """The stored value, or None."""
-        return self.data.get(key)
-
-    def put(self, key: str, value: Any) -> Any:
-        """Store and save at once."""
-        self.data[key] = value
-        atomic_write(self.path, json.dumps(self.data, indent=0))
-        return value
-
-
-def quantise(x: torch.Tensor) -> torch.Tensor:
-    """As a saved 8-bit image would be."""
-    return x.clamp(0, 1).mul(255).round().div(255)
 
 
 def fidelity(out: torch.Tensor, gt: torch.Tensor, scale: int) -> tuple[float, float]:
@@ -286,20 +245,8 @@ def cost_child(cfg: dict[str, Any]) -> dict[str, Any]:
     r = create_restorer("cdasr", scale=cfg["scale"], weights=cfg["checkpoint"], device="cpu",
                         precision=cfg["precision"]).eval()
     side = cfg["side"]
-    if KODAK.is_dir():
-        x = torch.nn.functional.interpolate(load_image(sorted(list_images([KODAK]))[0])[None], size=(side, side),
-                                            mode="bilinear", align_corners=False)[0].clamp(0, 1)
-    else:
-        x = torch.rand(3, side, side)
-    r(x)  # warm-up: first-call allocations and kernel selection
-    _, start = peak_memory(torch.device("cpu"))
-    times, growth = [], []
-    for _ in range(cfg["rounds"]):
-        stop = start()
-        t0 = time.perf_counter()
-        r(x)
-        times.append(time.perf_counter() - t0)
-        growth.append(stop())
+    x = common.cost_input(side, side)
+    times, growth, _ = common.timed_calls(r, x, cfg["rounds"])
     out_mp = (side * cfg["scale"]) ** 2 / 1e6
     return {"input": side, "output_mp": out_mp, "seconds": times, "s_per_out_mp": float(np.median(times)) / out_mp,
             "peak_mib_per_out_mp": max(growth) / out_mp, "threads": cfg["threads"],
@@ -337,11 +284,7 @@ def cost_part(state: State, out: Path, cks: dict[int, str], scales: Sequence[int
                 cfg = {"checkpoint": path, "scale": s, "precision": precision, "side": side, "threads": threads,
                        "rounds": rounds}
                 log(f"  cost x{s} {precision}: {side}x{side} -> {side * s}x{side * s}")
-                proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], capture_output=True,
-                                      text=True)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"cost child x{s} {precision} failed:\n{proc.stderr[-3000:]}")
-                state.put(key, {**json.loads(proc.stdout.strip().splitlines()[-1]), "trained": s in cks})
+                state.put(key, {**common.run_child(__file__, cfg, f"cost child x{s} {precision}"), "trained": s in cks})
             res[f"x{s} {precision}"] = state.get(key)
     return res
 
@@ -356,15 +299,7 @@ def quick_checkpoints(folder: Path) -> dict[str, str]:
     from clipiq.train.cdasr_adapt import DEFAULTS as META_DEFAULTS
     from clipiq.train.cdasr_adapt import run as run_meta
 
-    photos = folder / "photos"
-    if not photos.is_dir():
-        photos.mkdir(parents=True)
-        sources = sorted(list_images([KODAK]))[:3] if KODAK.is_dir() else []
-        for i in range(3):
-            x = load_image(sources[i])[:, :96, :96] if sources else \
-                torch.nn.functional.interpolate(torch.rand(1, 3, 12, 12), size=96, mode="bicubic")[0].clamp(0, 1)
-            arr = (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-            Image.fromarray(arr).save(photos / f"p{i}.png")
+    photos = common.quick_photos(folder, 3, lambda x: x[:, :96, :96])
     out: dict[str, str] = {}
     for name, clip in (("clip", True), ("no-clip", False)):
         ck = folder / name / "checkpoint.safetensors"
@@ -391,65 +326,61 @@ def quick_checkpoints(folder: Path) -> dict[str, str]:
 # ---------------------------------------------------------------- report
 
 
-def fmt(x: float | None, spec: str = ".2f") -> str:
-    """A number, or a dash."""
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+def sets_tables(st: dict[str, Any]) -> list[str]:
+    """The Set5 / Set14 table: PSNR / SSIM per row, set and scale, and the published figures."""
+    cols = [c for c in (f"{s} x{k}" for s in SETS for k in (2, 3, 4))
+            if any(c in r for r in st["rows"].values())]
+    lines = ["### Set5 / Set14: PSNR / SSIM on Y, border cropped by the scale", "",
+             "| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for name, row in st["rows"].items():
+        cells = []
+        for c in cols:
+            v = row.get(c) or row.get(c.split()[-1])
+            cells.append("-" if v is None else f"skipped: {v['skipped']}" if "skipped" in v
+                         else f"{fmt(v['psnr'])} / {fmt(v['ssim'], '.4f')}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, vals in st["published"].items():
+        lines.append(f"| {name} (published) | " + " | ".join(fmt(vals.get(c)) for c in cols) + " |")
+    return lines
+
+
+def adapt_tables(ad: dict[str, Any]) -> list[str]:
+    """The domain-adaptation table: PSNR / SSIM per domain, row and K."""
+    ks = [f"k{k}" for k in ad["shots"]]
+    lines = [f"### Few-shot domain adaptation, x{ad['scale']}: PSNR / SSIM on Y of Set14 images made with each "
+             f"recipe ({ad['steps']} Adam steps at lr {ad['lr']}, support crops of {ad['support_crop']} px from "
+             f"{len(ad['support_photos'])} photos)", ""]
+    skipped = [f"- {row}: skipped ({info['skipped']})" for row, info in ad["rows"].items() if "skipped" in info]
+    lines += [*skipped, ""] if skipped else []
+    lines += ["| domain | row | " + " | ".join(f"K={k[1:]}" for k in ks) + " |",
+              "|---|---|" + "---:|" * len(ks)]
+    for domain, dres in ad["domains"].items():
+        for row, vals in dres.items():
+            lines.append(f"| {domain} | {row} | " + " | ".join(
+                f"{fmt(vals[k]['psnr'])} / {fmt(vals[k]['ssim'], '.4f')}" if k in vals else "-" for k in ks) + " |")
+    return lines
+
+
+def cost_tables(co: dict[str, Any]) -> list[str]:
+    """The CPU cost table per output megapixel."""
+    lines = ["### Cost on the CPU per 1 MP output (median of timed calls)", "",
+             "| scale, precision | weights | network params | CLIP params | threads | s per MP "
+             "| peak MiB per MP |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for name, c in co.items():
+        if isinstance(c, dict) and "s_per_out_mp" in c:
+            lines.append(f"| {name} | {'trained' if c['trained'] else 'untrained stand-in'} | "
+                         f"{c['network_params']:,} | {c['clip_params']:,} | {c['threads']} | "
+                         f"{fmt(c['s_per_out_mp'])} | {fmt(c['peak_mib_per_out_mp'], '.0f')} |")
+    return lines
 
 
 def markdown(results: dict[str, Any]) -> str:
     """The tables of every part that ran."""
-    lines: list[str] = []
-    if results.get("quick"):
-        lines += ["**Quick smoke run: tiny checkpoints on the random test-tiny backbone; the numbers mean nothing.**",
-                  ""]
-    st = results.get("sets")
-    if st and "skipped" not in st:
-        cols = [c for c in (f"{s} x{k}" for s in SETS for k in (2, 3, 4))
-                if any(c in r for r in st["rows"].values())]
-        lines += ["### Set5 / Set14: PSNR / SSIM on Y, border cropped by the scale", "",
-                  "| method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
-        for name, row in st["rows"].items():
-            cells = []
-            for c in cols:
-                v = row.get(c) or row.get(c.split()[-1])
-                cells.append("-" if v is None else f"skipped: {v['skipped']}" if "skipped" in v
-                             else f"{fmt(v['psnr'])} / {fmt(v['ssim'], '.4f')}")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        for name, vals in st["published"].items():
-            lines.append(f"| {name} (published) | " + " | ".join(fmt(vals.get(c)) for c in cols) + " |")
-        lines.append("")
-    elif st:
-        lines += [f"### Set5 / Set14: skipped ({st['skipped']})", ""]
-    ad = results.get("adapt")
-    if ad and "skipped" not in ad:
-        ks = [f"k{k}" for k in ad["shots"]]
-        lines += [f"### Few-shot domain adaptation, x{ad['scale']}: PSNR / SSIM on Y of Set14 images made with each "
-                  f"recipe ({ad['steps']} Adam steps at lr {ad['lr']}, support crops of {ad['support_crop']} px from "
-                  f"{len(ad['support_photos'])} photos)", ""]
-        skipped = [f"- {row}: skipped ({info['skipped']})" for row, info in ad["rows"].items() if "skipped" in info]
-        lines += [*skipped, ""] if skipped else []
-        lines += ["| domain | row | " + " | ".join(f"K={k[1:]}" for k in ks) + " |",
-                  "|---|---|" + "---:|" * len(ks)]
-        for domain, dres in ad["domains"].items():
-            for row, vals in dres.items():
-                lines.append(f"| {domain} | {row} | " + " | ".join(
-                    f"{fmt(vals[k]['psnr'])} / {fmt(vals[k]['ssim'], '.4f')}" if k in vals else "-" for k in ks) + " |")
-        lines.append("")
-    elif ad:
-        lines += [f"### Domain adaptation: skipped ({ad['skipped']})", ""]
-    co = results.get("cost")
-    if co and "skipped" not in co:
-        lines += ["### Cost on the CPU per 1 MP output (median of timed calls)", "",
-                  "| scale, precision | weights | network params | CLIP params | threads | s per MP "
-                  "| peak MiB per MP |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
-        for name, c in co.items():
-            if isinstance(c, dict) and "s_per_out_mp" in c:
-                lines.append(f"| {name} | {'trained' if c['trained'] else 'untrained stand-in'} | "
-                             f"{c['network_params']:,} | {c['clip_params']:,} | {c['threads']} | "
-                             f"{fmt(c['s_per_out_mp'])} | {fmt(c['peak_mib_per_out_mp'], '.0f')} |")
-        lines.append("")
-    return "\n".join(lines)
+    return common.tables_markdown(
+        results, "**Quick smoke run: tiny checkpoints on the random test-tiny backbone; the numbers mean nothing.**",
+        (("sets", "Set5 / Set14", sets_tables), ("adapt", "Domain adaptation", adapt_tables),
+         ("cost", "Cost", cost_tables)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -459,9 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-clip-checkpoints", help="the --no-clip ablation's checkpoints, same form")
     ap.add_argument("--meta-checkpoint", help="meta-initialised checkpoint at --adapt-scale (clipiq train cdasr-meta)")
     ap.add_argument("--meta-no-clip-checkpoint", help="the same from the --no-clip source")
-    ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench-cdasr", help="results, state, adapted weights")
-    ap.add_argument("--json", type=Path, help="write every number to this file")
-    ap.add_argument("--parts", default=",".join(PARTS))
+    common.add_out_args(ap, REPO / "runs" / "bench-cdasr", "results, state, adapted weights", PARTS)
     ap.add_argument("--adapt-scale", type=int, default=4, choices=(2, 3, 4))
     ap.add_argument("--shots", default="5,10,20")
     ap.add_argument("--domains", default=",".join(TARGET_DOMAINS))
@@ -472,18 +401,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3, help="timed calls per cost measurement")
-    ap.add_argument("--quick", action="store_true", help="smoke run with tiny stand-in checkpoints (minutes)")
-    ap.add_argument("--fresh", action="store_true", help="ignore OUT/state.json and measure everything again")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    common.add_run_args(ap)
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(cost_child(json.loads(args.child))))
         return 0
     t_start = time.perf_counter()
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = sorted(set(parts) - set(PARTS))
-    if unknown:
-        ap.error(f"unknown part(s) {unknown}; choose from {', '.join(PARTS)}")
+    parts = common.parse_parts(ap, args.parts, PARTS)
     domains = [d.strip() for d in args.domains.split(",") if d.strip()]
     for d in domains:
         if d not in TARGET_DOMAINS:
@@ -531,13 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         if "skipped" in results[part]:
             log(f"skipped part {part}: {results[part]['skipped']}")
         results[part]["seconds"] = time.perf_counter() - t0
-    results["seconds"] = time.perf_counter() - t_start
-    md = markdown(results)
-    print(md)
-    atomic_write(out / "results.md", md + "\n")
-    print(f"\ntotal time {results['seconds']:.0f} s; tables in {out / 'results.md'}")
-    if args.json:
-        atomic_write(args.json, json.dumps(results, indent=1))
+    common.write_results(results, markdown, out, args.json, t_start)
     return 0
 
 

@@ -40,12 +40,9 @@ Usage: python benchmarks/bench_dap_led.py [--checkpoint C] [--no-clip-checkpoint
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -57,23 +54,20 @@ import torch
 from PIL import Image
 
 from clipiq.core.errors import WeightsError
-from clipiq.core.files import atomic_write
 from clipiq.data.io import list_images, load_image
 from clipiq.degrade import lowlight_blur_pair
 from clipiq.eval import psnr, ssim
 from clipiq.iqa.registry import get_metric_spec
 from clipiq.restore import Restorer, create_restorer
-from clipiq.restore.evaluate import peak_memory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import restore_bench_common as common  # noqa: E402  (helpers shared with bench_cdasr.py)
 from bench_offline_clip import peak_rss_mib  # noqa: E402  (VmHWM, the peak RSS helper the speed benchmarks share)
+from restore_bench_common import REPO, SHARED, State, file_sha, fmt, log, quantise, save_png  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CLIPIQ_SHARED_DATA", REPO.parent / "shared" / "data"))
 MCMASTER = SHARED / "photos" / "mcmaster18"
 REAL_LOWLIGHT = SHARED / "real-degraded" / "lowlight"
 LEVIN = SHARED / "deblur" / "levin09"
-KODAK = SHARED / "photos" / "kodak24"
 PARTS = ("mcmaster", "real", "levin", "speed")
 METHODS = ("input", "classic", "enhance-then-deblur", "dap-led-no-clip", "dap-led")
 
@@ -85,11 +79,6 @@ CLASSIC_TARGET_MEAN = 0.42
 CLASSIC_RL_ITERATIONS = 5
 #: Levin: Richardson-Lucy iterations with the true kernel (the images are almost noise-free).
 LEVIN_RL_ITERATIONS = 30
-
-
-def log(msg: str) -> None:
-    """Progress to stderr (stdout carries the tables)."""
-    print(msg, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- the classic pipeline
@@ -174,11 +163,6 @@ def to_chw(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float()
 
 
-def quantise(x: torch.Tensor) -> torch.Tensor:
-    """Round to 8-bit levels, as a saved image is."""
-    return x.clamp(0, 1).mul(255).round().div(255)
-
-
 def centre_crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
     """The central ``size`` x ``size`` crop of (3,H,W) (all of it for None)."""
     if not size:
@@ -186,22 +170,6 @@ def centre_crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
     h, w = x.shape[-2:]
     top, left = (h - size) // 2, (w - size) // 2
     return x[..., top : top + size, left : left + size]
-
-
-def file_sha(path: str | os.PathLike) -> str:
-    """The first 16 hex digits of a file's sha256 (the resume keys name checkpoints by content)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
-def save_png(x: torch.Tensor, path: Path) -> None:
-    """Save a (3,H,W) or (1,H,W) [0,1] tensor as an 8-bit PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    a = (x.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy())
-    Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(path)
 
 
 def contact_sheet(rows: Sequence[Sequence[Path]], header: Sequence[str], path: Path, cell: int = 250) -> Path:
@@ -230,26 +198,6 @@ def contact_sheet(rows: Sequence[Sequence[Path]], header: Sequence[str], path: P
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return path
-
-
-class State:
-    """Finished numbers by key, in a JSON file rewritten atomically after every addition (resume)."""
-
-    def __init__(self, path: Path, fresh: bool):
-        self.path = path
-        self.data: dict[str, Any] = {}
-        if path.is_file() and not fresh:
-            self.data = json.loads(path.read_text())
-
-    def get(self, key: str) -> Any:
-        """The stored value, or None."""
-        return self.data.get(key)
-
-    def put(self, key: str, value: Any) -> Any:
-        """Store and save at once."""
-        self.data[key] = value
-        atomic_write(self.path, json.dumps(self.data, indent=0))
-        return value
 
 
 # ---------------------------------------------------------------- the network rows
@@ -482,21 +430,9 @@ def speed_child(cfg: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(cfg["threads"])
     r = create_restorer("dap-led", weights=cfg["checkpoint"], device="cpu", precision=cfg["precision"]).eval()
     h, w = cfg["size"]
-    if KODAK.is_dir():  # real content (the network's cost does not depend on it, CLIP's guidance barely)
-        x = torch.nn.functional.interpolate(load_image(sorted(list_images([KODAK]))[0])[None], size=(h, w),
-                                            mode="bilinear", align_corners=False)[0].clamp(0, 1)
-    else:
-        x = torch.rand(3, h, w)
+    x = common.cost_input(h, w)
     rss_loaded = peak_rss_mib()
-    r(x)  # warm-up: first-call allocations and oneDNN kernel selection
-    kind, start = peak_memory(torch.device("cpu"))
-    times, growth = [], []
-    for _ in range(cfg["rounds"]):
-        stop = start()
-        t0 = time.perf_counter()
-        r(x)
-        times.append(time.perf_counter() - t0)
-        growth.append(stop())
+    times, growth, kind = common.timed_calls(r, x, cfg["rounds"])
     mp = h * w / 1e6
     return {"size": [h, w], "megapixels": mp, "rounds": cfg["rounds"], "threads": cfg["threads"],
             "seconds": times, "seconds_per_mp": float(np.median(times)) / mp, "peak_rss_mib_after_load": rss_loaded,
@@ -516,11 +452,7 @@ def speed_part(rows: dict[str, Row], state: State, size: tuple[int, int], rounds
             cfg = {"checkpoint": dl.info["checkpoint"], "precision": precision, "size": list(size), "rounds": rounds,
                    "threads": 2}
             log(f"  speed {precision}: {size[1]}x{size[0]}, 1 warm-up + {rounds} timed calls")
-            proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], capture_output=True,
-                                  text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"speed child {precision} failed:\n{proc.stderr[-3000:]}")
-            state.put(key, json.loads(proc.stdout.strip().splitlines()[-1]))
+            state.put(key, common.run_child(__file__, cfg, f"speed child {precision}"))
         out[precision] = state.get(key)
     return out
 
@@ -533,16 +465,7 @@ def quick_checkpoints(folder: Path) -> dict[str, str]:
     from clipiq.core.config import load_config
     from clipiq.train.dap_led import DEFAULTS, run
 
-    photos = folder / "photos"
-    if not photos.is_dir():
-        photos.mkdir(parents=True)
-        sources = sorted(list_images([KODAK]))[:4] if KODAK.is_dir() else []
-        for i in range(4):
-            if sources:
-                x = centre_crop(load_image(sources[i]), 96)
-            else:  # smooth random photos when the shared data is missing
-                x = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 12), size=96, mode="bicubic")[0]
-            save_png(x.clamp(0, 1), photos / f"p{i}.png")
+    photos = common.quick_photos(folder, 4, lambda x: centre_crop(x, 96))
     out = {}
     for name, clip in (("clip", True), ("no-clip", False)):
         ck = folder / name / "checkpoint.safetensors"
@@ -559,97 +482,91 @@ def quick_checkpoints(folder: Path) -> dict[str, str]:
 # ---------------------------------------------------------------- report
 
 
-def fmt(x: float | None, spec: str = ".2f") -> str:
-    """A number, or a dash."""
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+def mcmaster_tables(mc: dict[str, Any]) -> list[str]:
+    """The McMaster18 tables: PSNR / SSIM per level and the goals."""
+    levels = [f"L{lv}" for lv in mc["levels"]]
+    lines = [f"### Held-out McMaster18, lowlight_blur_pair levels {', '.join(map(str, mc['levels']))}: "
+             f"PSNR / SSIM on RGB ({len(mc['photos'])} photos{', crop ' + str(mc['crop']) if mc['crop'] else ''},"
+             f" seed {mc['seed']})", "",
+             "| method | " + " | ".join(levels) + " | mean |", "|---|" + "---:|" * (len(levels) + 1)]
+    for name, m in mc["methods"].items():
+        if "skipped" in m:
+            lines.append(f"| {name} | skipped: {m['skipped']} |" + " |" * len(levels))
+            continue
+        cells = [f"{fmt(m['by_level'][lv]['psnr'])} / {fmt(m['by_level'][lv]['ssim'], '.3f')}" for lv in levels]
+        lines.append(f"| {name} | " + " | ".join(cells) +
+                     f" | {fmt(m['mean']['psnr'])} / {fmt(m['mean']['ssim'], '.3f')} |")
+    dl = mc["methods"].get("dap-led", {})
+    if "mean" in dl:
+        lines += ["", "| goal (mean PSNR) | DAP-LED minus | target | measured |", "|---|---|---:|---:|"]
+        for other, target in (("classic", 5.0), ("enhance-then-deblur", 0.0), ("dap-led-no-clip", 0.3)):
+            om = mc["methods"].get(other, {})
+            d = dl["mean"]["psnr"] - om["mean"]["psnr"] if "mean" in om else None
+            status = "-" if d is None else ("met" if d >= target and (target or d > 0) else "NOT met")
+            lines.append(f"| vs {other} | {other} | >= {target:+.1f} dB | {fmt(d, '+.2f')} ({status}) |")
+    if mc.get("contact_sheet"):
+        lines += ["", f"Contact sheet (level {mc['sheet_level']}): `{mc['contact_sheet']}`"]
+    return lines
+
+
+def real_tables(rl: dict[str, Any]) -> list[str]:
+    """The real low-light table: clipiqa and its attributes, overall and per photo."""
+    n = len(rl["photos"])
+    lines = [f"### Real low-light photos ({n}, no ground truth): clipiqa ({rl['iqa_model']}) mean, and on how "
+             f"many photos each is higher than the input's", "",
+             "| method | score | brightness | sharpness | higher than input (score / brightness / sharpness) |",
+             "|---|---:|---:|---:|---|"]
+    for name, m in rl["methods"].items():
+        if "skipped" in m:
+            lines.append(f"| {name} | skipped: {m['skipped']} | | | |")
+            continue
+        h = m.get("higher_than_input")
+        hs = "-" if h is None else f"{h['score']}/{n} / {h['brightness']}/{n} / {h['sharpness']}/{n}"
+        lines.append(f"| {name} | {fmt(m['mean']['score'], '.3f')} | {fmt(m['mean']['brightness'], '.3f')} | "
+                     f"{fmt(m['mean']['sharpness'], '.3f')} | {hs} |")
+    dl = rl["methods"].get("dap-led", {})
+    if "per_image" in dl:
+        base = rl["methods"]["input"]["per_image"]
+        lines += ["", "| photo | score in -> DAP-LED | brightness | sharpness |", "|---|---|---|---|"]
+        for p in rl["photos"]:
+            a, b = base[p], dl["per_image"][p]
+            lines.append(f"| {p} | " + " | ".join(f"{a[k]:.3f} -> {b[k]:.3f}"
+                                                    for k in ("score", "brightness", "sharpness")) + " |")
+    if rl.get("contact_sheet"):
+        lines += ["", f"Contact sheet: `{rl['contact_sheet']}`"]
+    return lines
+
+
+def levin_tables(lv: dict[str, Any]) -> list[str]:
+    """The Levin et al. 2009 table: shifted PSNR and pairs improved."""
+    lines = [f"### Levin et al. 2009 ({len(lv['pairs'])} pairs): PSNR over [15:-15] at the best shift <= 10 px",
+             "", "| method | PSNR | pairs improved over the input |", "|---|---:|---:|"]
+    for name, m in lv["methods"].items():
+        if "skipped" in m:
+            lines.append(f"| {name} | skipped: {m['skipped']} | |")
+        else:
+            lines.append(f"| {name} | {fmt(m['psnr'])} | {m['improved']}/{len(lv['pairs'])} |")
+    return lines
+
+
+def speed_tables(sp: dict[str, Any]) -> list[str]:
+    """The CPU speed and memory table."""
+    lines = ["### DAP-LED on the CPU (2 threads, one image, median of timed calls)", "",
+             "| precision | input | s per MP | peak RSS MiB | peak growth MiB per MP |",
+             "|---|---|---:|---:|---:|"]
+    for precision in ("fp32", "bf16"):
+        s = sp[precision]
+        lines.append(f"| {precision} | {s['size'][1]}x{s['size'][0]} | {fmt(s['seconds_per_mp'])} | "
+                     f"{fmt(s['peak_rss_mib'], '.0f')} | {fmt(s['peak_growth_mib_per_mp'], '.0f')} |")
+    return lines
 
 
 def markdown(results: dict[str, Any]) -> str:
     """The tables of every part that ran."""
-    lines: list[str] = []
-    if results.get("quick"):
-        lines += ["**Quick smoke run: tiny checkpoints on the random test-tiny backbone, a few crops; the numbers "
-                  "mean nothing.**", ""]
-    mc = results.get("mcmaster")
-    if mc and "skipped" not in mc:
-        levels = [f"L{lv}" for lv in mc["levels"]]
-        lines += [f"### Held-out McMaster18, lowlight_blur_pair levels {', '.join(map(str, mc['levels']))}: "
-                  f"PSNR / SSIM on RGB ({len(mc['photos'])} photos{', crop ' + str(mc['crop']) if mc['crop'] else ''},"
-                  f" seed {mc['seed']})", "",
-                  "| method | " + " | ".join(levels) + " | mean |", "|---|" + "---:|" * (len(levels) + 1)]
-        for name, m in mc["methods"].items():
-            if "skipped" in m:
-                lines.append(f"| {name} | skipped: {m['skipped']} |" + " |" * len(levels))
-                continue
-            cells = [f"{fmt(m['by_level'][lv]['psnr'])} / {fmt(m['by_level'][lv]['ssim'], '.3f')}" for lv in levels]
-            lines.append(f"| {name} | " + " | ".join(cells) +
-                         f" | {fmt(m['mean']['psnr'])} / {fmt(m['mean']['ssim'], '.3f')} |")
-        dl = mc["methods"].get("dap-led", {})
-        if "mean" in dl:
-            lines += ["", "| goal (mean PSNR) | DAP-LED minus | target | measured |", "|---|---|---:|---:|"]
-            for other, target in (("classic", 5.0), ("enhance-then-deblur", 0.0), ("dap-led-no-clip", 0.3)):
-                om = mc["methods"].get(other, {})
-                d = dl["mean"]["psnr"] - om["mean"]["psnr"] if "mean" in om else None
-                status = "-" if d is None else ("met" if d >= target and (target or d > 0) else "NOT met")
-                lines.append(f"| vs {other} | {other} | >= {target:+.1f} dB | {fmt(d, '+.2f')} ({status}) |")
-        if mc.get("contact_sheet"):
-            lines += ["", f"Contact sheet (level {mc['sheet_level']}): `{mc['contact_sheet']}`"]
-        lines.append("")
-    elif mc:
-        lines += [f"### McMaster18: skipped ({mc['skipped']})", ""]
-    rl = results.get("real")
-    if rl and "skipped" not in rl:
-        n = len(rl["photos"])
-        lines += [f"### Real low-light photos ({n}, no ground truth): clipiqa ({rl['iqa_model']}) mean, and on how "
-                  f"many photos each is higher than the input's", "",
-                  "| method | score | brightness | sharpness | higher than input (score / brightness / sharpness) |",
-                  "|---|---:|---:|---:|---|"]
-        for name, m in rl["methods"].items():
-            if "skipped" in m:
-                lines.append(f"| {name} | skipped: {m['skipped']} | | | |")
-                continue
-            h = m.get("higher_than_input")
-            hs = "-" if h is None else f"{h['score']}/{n} / {h['brightness']}/{n} / {h['sharpness']}/{n}"
-            lines.append(f"| {name} | {fmt(m['mean']['score'], '.3f')} | {fmt(m['mean']['brightness'], '.3f')} | "
-                         f"{fmt(m['mean']['sharpness'], '.3f')} | {hs} |")
-        dl = rl["methods"].get("dap-led", {})
-        if "per_image" in dl:
-            base = rl["methods"]["input"]["per_image"]
-            lines += ["", "| photo | score in -> DAP-LED | brightness | sharpness |", "|---|---|---|---|"]
-            for p in rl["photos"]:
-                a, b = base[p], dl["per_image"][p]
-                lines.append(f"| {p} | " + " | ".join(f"{a[k]:.3f} -> {b[k]:.3f}"
-                                                        for k in ("score", "brightness", "sharpness")) + " |")
-        if rl.get("contact_sheet"):
-            lines += ["", f"Contact sheet: `{rl['contact_sheet']}`"]
-        lines.append("")
-    elif rl:
-        lines += [f"### Real low-light photos: skipped ({rl['skipped']})", ""]
-    lv = results.get("levin")
-    if lv and "skipped" not in lv:
-        lines += [f"### Levin et al. 2009 ({len(lv['pairs'])} pairs): PSNR over [15:-15] at the best shift <= 10 px",
-                  "", "| method | PSNR | pairs improved over the input |", "|---|---:|---:|"]
-        for name, m in lv["methods"].items():
-            if "skipped" in m:
-                lines.append(f"| {name} | skipped: {m['skipped']} | |")
-            else:
-                lines.append(f"| {name} | {fmt(m['psnr'])} | {m['improved']}/{len(lv['pairs'])} |")
-        lines.append("")
-    elif lv:
-        lines += [f"### Levin et al. 2009: skipped ({lv['skipped']})", ""]
-    sp = results.get("speed")
-    if sp and "skipped" not in sp:
-        lines += ["### DAP-LED on the CPU (2 threads, one image, median of timed calls)", "",
-                  "| precision | input | s per MP | peak RSS MiB | peak growth MiB per MP |",
-                  "|---|---|---:|---:|---:|"]
-        for precision in ("fp32", "bf16"):
-            s = sp[precision]
-            lines.append(f"| {precision} | {s['size'][1]}x{s['size'][0]} | {fmt(s['seconds_per_mp'])} | "
-                         f"{fmt(s['peak_rss_mib'], '.0f')} | {fmt(s['peak_growth_mib_per_mp'], '.0f')} |")
-        lines.append("")
-    elif sp:
-        lines += [f"### Speed: skipped ({sp['skipped']})", ""]
-    return "\n".join(lines)
+    return common.tables_markdown(
+        results, "**Quick smoke run: tiny checkpoints on the random test-tiny backbone, a few crops; the numbers mean "
+        "nothing.**", (("mcmaster", "McMaster18", mcmaster_tables), ("real", "Real low-light photos", real_tables),
+                       ("levin", "Levin et al. 2009", levin_tables), ("speed", "Speed", speed_tables)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -659,25 +576,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-clip-checkpoint", help="the --no-clip ablation's checkpoint (model.clip=false)")
     ap.add_argument("--enhance-checkpoint", help="the network trained on low-light enhancement alone")
     ap.add_argument("--deblur-checkpoint", help="the network trained on deblurring alone")
-    ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench-dap-led", help="results, sheets, state")
-    ap.add_argument("--json", type=Path, help="write every number to this file")
-    ap.add_argument("--parts", default=",".join(PARTS))
+    common.add_out_args(ap, REPO / "runs" / "bench-dap-led", "results, sheets, state", PARTS)
     ap.add_argument("--levels", default="2,3,4", help="lowlight_blur_pair levels of the McMaster pairs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--iqa-model", default=None, help="CLIP model of clipiqa (default: the metric's)")
     ap.add_argument("--speed-rounds", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="smoke run with tiny stand-in checkpoints (minutes)")
-    ap.add_argument("--fresh", action="store_true", help="ignore OUT/state.json and measure everything again")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
+    common.add_run_args(ap)
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(speed_child(json.loads(args.child))))
         return 0
     t_start = time.perf_counter()
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = sorted(set(parts) - set(PARTS))
-    if unknown:
-        ap.error(f"unknown part(s) {unknown}; choose from {', '.join(PARTS)}")
+    parts = common.parse_parts(ap, args.parts, PARTS)
     levels = [int(v) for v in args.levels.split(",")]
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -711,13 +621,7 @@ def main(argv: list[str] | None = None) -> int:
             size = (256, 256) if args.quick else (864, 1152)
             results[part] = speed_part(rows, state, size, 1 if args.quick else args.speed_rounds)
         results[part]["seconds"] = time.perf_counter() - t0
-    results["seconds"] = time.perf_counter() - t_start
-    md = markdown(results)
-    print(md)
-    atomic_write(out / "results.md", md + "\n")
-    print(f"\ntotal time {results['seconds']:.0f} s; tables in {out / 'results.md'}")
-    if args.json:
-        atomic_write(args.json, json.dumps(results, indent=1))
+    common.write_results(results, markdown, out, args.json, t_start)
     return 0
 
 
