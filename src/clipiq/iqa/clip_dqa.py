@@ -46,8 +46,8 @@ SHIPPED: dict[str, HubFile] = {
     "degradation-clip-v2": HubFile(
         name="clip-dqa-degradation-clip-v2",
         package_file="weights/clip-dqa-degradation-clip-v2.safetensors",
-        sha256="737e3e0040763af47fffba1618d9c36f53b2ae4d5fef337e1552c8da10012e16",
-        size=564328,
+        sha256="e1964e290f8c01be55599e200971f17d1f0d3ab831e601848f86a7d919834616",
+        size=564344,
         license="MIT",  # this project's own checkpoint, under the project's licence
         description="CLIP-DQA prompts for degradation-clip-v2, trained on synthetic dehazed images of Sun-Hays photos "
                     "(configs/clip-dqa/synthetic-v2.yaml, round 0).",
