@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -9,21 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
+import photo_files
 from clipiq.core.errors import CheckpointError, ConfigError, WeightsError
 from clipiq.restore import create_restorer, list_restorers
 from clipiq.restore.cdasr import CDASRNet, build_net
 from clipiq.train import TRAINING_TASKS
 from clipiq.train.cdasr import DEFAULTS, CDASRTask, run
 
-
-def write_photos(folder: Path, n: int = 3, size: int = 40, seed: int = 0) -> Path:
-    """Smooth random colour photos (PNG)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        small = rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((size, size), Image.BICUBIC).save(folder / f"p{i}.png")
-    return folder
+write_photos = partial(photo_files.write_photos, n=3, grid=5)
 
 
 def tiny_cfg(tmp_path: Path, scale: int = 2, **model) -> dict:

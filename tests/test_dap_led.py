@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+import photo_files
 from clipiq.clip import load_clip
 from clipiq.clip.checkpoint import read_method_checkpoint
 from clipiq.clip.config import get_architecture
@@ -29,14 +29,7 @@ from clipiq.train.restoration import freeze_clip
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dap-led"
 
 
-def write_photos(folder: Path, n: int = 4, size: int = 64, seed: int = 0) -> Path:
-    """Smooth random colour photos (PNG) in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((size, size), Image.BICUBIC).save(folder / f"p{i}.png")
-    return folder
+write_photos = partial(photo_files.write_photos, size=64)
 
 
 def tiny_cfg(photos: Path, *overrides: str) -> dict:

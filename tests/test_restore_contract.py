@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+import photo_files
 from clipiq import create_restorer, list_restorers
 from clipiq.core.errors import WeightsError
 from clipiq.restore import Restorer, get_restorer_spec
@@ -32,12 +31,7 @@ def _tiny_trained_weights(name: str, folder: Path) -> str:
     config = REPO / "configs" / name / "tiny.yaml"
     if name not in TRAINING_TASKS.names() or not config.is_file():
         pytest.fail(f"{name} takes weights and ships none, but has no training task with {config} to make them")
-    photos = folder / "photos"
-    photos.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((72, 72), Image.BICUBIC).save(photos / f"p{i}.png")
+    photos = photo_files.write_photos(folder / "photos", n=3, size=72)
     task = TRAINING_TASKS.get(name)
     cfg = load_config(config, [f"data.train=[{photos}]", f"data.val={photos}", "data.val_format=photos",
                                "data.val_patch=0", "data.val_limit=1", "train.steps=1", "train.eval_every=1"],

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
+import photo_files
 from clipiq.clip import load_clip
 from clipiq.clip.checkpoint import read_method_checkpoint
 from clipiq.core.errors import ConfigError
@@ -24,15 +24,7 @@ from clipiq.train.restoration import (
     run_restoration,
 )
 
-
-def write_photos(folder: Path, n: int = 4, size: int = 40, seed: int = 0) -> Path:
-    """Smooth random colour photos (PNG) in ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((size, size), Image.BICUBIC).save(folder / f"p{i}.png")
-    return folder
+write_photos = photo_files.write_photos
 
 
 @pytest.fixture(scope="module")
