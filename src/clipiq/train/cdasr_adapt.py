@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -58,6 +59,7 @@ from clipiq.degrade.sr_domains import SR_DOMAINS, get_sr_domain
 from clipiq.restore.cdasr import CDASRNet, build_net, clip_guidance_embedding
 from clipiq.train.cdasr import DEFAULTS as SOURCE_DEFAULTS
 from clipiq.train.cdasr import CDASRTask
+from clipiq.train.engine import ReptileOuterStep
 from clipiq.train.restoration import clip_embedding_loss, freeze_clip, pixel_loss, run_restoration
 
 log = logging.getLogger(__name__)
@@ -347,7 +349,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class CDASRMetaTask(CDASRTask):
+class CDASRMetaTask(ReptileOuterStep, CDASRTask):
     """A Trainer task whose step is one Reptile outer step over LR domains (:meth:`backward` sets its gradient)."""
 
     def __init__(self, cfg: Mapping[str, Any], device: torch.device | str = "cpu"):
@@ -362,7 +364,6 @@ class CDASRMetaTask(CDASRTask):
                               f"meta.inner_lr in (0, 1); got {m['meta_batch']}, {m['inner_steps']}, {m['inner_lr']}")
         self.source = read_method_checkpoint(_source_path(cfg), "cdasr")
         super().__init__(cfg, device)
-        self._pseudo: list[Tensor] | None = None
 
     def build_model(self) -> CDASRNet:
         """The source checkpoint's network (its backbone must be the loaded one)."""
@@ -373,10 +374,7 @@ class CDASRMetaTask(CDASRTask):
 
     def batches(self, start_step: int) -> Iterator[int]:
         """Outer step numbers (the domain batches are drawn inside the step, seeded by it)."""
-        step = start_step
-        while True:
-            yield step
-            step += 1
+        return itertools.count(start_step)
 
     def domain_batch(self, domain: str, step: int, j: int, i: int) -> dict[str, Tensor]:
         """Inner batch ``i`` of domain slot ``j`` at outer step ``step``: HR crops of the photos and their LR."""
@@ -411,36 +409,14 @@ class CDASRMetaTask(CDASRTask):
 
     def training_step(self, step: int) -> dict[str, Tensor]:  # type: ignore[override]
         """Adapt a copy of the weights to each chosen domain from the same start; keep the mean displacement."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        theta = [p.detach().clone() for p in params]
-        shift = [torch.zeros_like(p) for p in params]
         chosen = self.step_domains(step)
-        first, every = [], []
-        for j, domain in enumerate(chosen):
-            inner = torch.optim.Adam(params, lr=self.inner_lr)
+
+        def inner_losses(j: int) -> Iterator[Tensor]:
             for i in range(self.inner_steps):
-                loss = super().training_step(self.domain_batch(domain, step, j, i))["loss"]
-                inner.zero_grad(set_to_none=True)
-                loss.backward()
-                inner.step()
-                every.append(float(loss.detach()))
-                if i == 0:
-                    first.append(every[-1])
-            with torch.no_grad():
-                for s, p, th in zip(shift, params, theta):
-                    s.add_(th - p)
-                    p.copy_(th)
-        self._pseudo = [s / len(chosen) for s in shift]
-        return {"loss": torch.tensor(statistics.fmean(every)), "first_loss": torch.tensor(statistics.fmean(first))}
+                yield CDASRTask.training_step(self, self.domain_batch(chosen[j], step, j, i))["loss"]
 
-    def backward(self, losses: Mapping[str, Tensor]) -> None:
-        """Set each weight's gradient to mean(theta - theta_domain): SGD then takes the Reptile step."""
-        if self._pseudo is None:
-            raise RuntimeError("backward() before training_step()")
         params = [p for p in self.model.parameters() if p.requires_grad]
-        for p, g in zip(params, self._pseudo):
-            p.grad = g.clone()
-
+        return self.reptile_step(params, len(chosen), self.inner_lr, inner_losses)
 
 def _source_path(cfg: Mapping[str, Any]) -> Path:
     src = cfg["meta"].get("source")

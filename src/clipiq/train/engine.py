@@ -6,14 +6,15 @@ import csv
 import logging
 import math
 import random
+import statistics
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from clipiq.core.config import config_json, dump_config
@@ -197,6 +198,49 @@ def _load_optimizer_state(optimizer: torch.optim.Optimizer, saved: Mapping[str, 
         groups.append({k: tuple(v) if isinstance(have.get(k), tuple) and isinstance(v, list) else v
                        for k, v in got.items()})
     optimizer.load_state_dict({"state": {int(k): v for k, v in saved["state"].items()}, "param_groups": groups})
+
+
+class ReptileOuterStep:
+    """Reptile on the shared :class:`Trainer`: one training step is one outer step.
+
+    :meth:`reptile_step` adapts ``params`` to each task from the same start with a fresh inner Adam, puts the
+    start back, and keeps the mean displacement ``mean(theta - theta_task)``; :meth:`backward` sets it as the
+    gradient, so the Trainer's plain SGD (learning rate = the outer step) takes the Reptile step. Tasks mix it in
+    and call :meth:`reptile_step` from their ``training_step``.
+    """
+
+    _reptile: tuple[list[nn.Parameter], list[Tensor]] | None = None
+
+    def reptile_step(self, params: Sequence[nn.Parameter], n_tasks: int, inner_lr: float,
+                     inner_losses: Callable[[int], Iterator[Tensor]]) -> dict[str, Tensor]:
+        """Adapt to tasks ``0..n_tasks-1``; ``inner_losses(j)`` yields task j's inner losses, each computed after
+        the previous inner step. Returns the mean inner loss and the mean first inner loss of the tasks."""
+        params = list(params)
+        theta = [p.detach().clone() for p in params]
+        shift = [torch.zeros_like(p) for p in params]
+        first, every = [], []
+        for j in range(n_tasks):
+            inner = torch.optim.Adam(params, lr=inner_lr)
+            for i, loss in enumerate(inner_losses(j)):
+                inner.zero_grad(set_to_none=True)
+                loss.backward()
+                inner.step()
+                every.append(float(loss.detach()))
+                if i == 0:
+                    first.append(every[-1])
+            with torch.no_grad():
+                for d, p, th in zip(shift, params, theta):
+                    d.add_(th - p)
+                    p.copy_(th)
+        self._reptile = (params, [d / n_tasks for d in shift])
+        return {"loss": torch.tensor(statistics.fmean(every)), "first_loss": torch.tensor(statistics.fmean(first))}
+
+    def backward(self, losses: Mapping[str, Tensor]) -> None:
+        """Set each adapted tensor's gradient to the mean displacement: SGD then takes the Reptile step."""
+        if self._reptile is None:
+            raise RuntimeError("backward() before training_step()")
+        for p, g in zip(*self._reptile):
+            p.grad = g.clone()
 
 
 class Trainer:

@@ -20,6 +20,7 @@ state), a grmp-iqa checkpoint holding only the prompts, for ``clipiq train grmp-
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import math
@@ -40,7 +41,7 @@ from clipiq.data.runner import prefetch
 from clipiq.data.splits import split_by_group
 from clipiq.eval.correlation import srcc
 from clipiq.iqa.grmp_iqa import MODEL_DEFAULTS, GRMPIQAModel, build_model
-from clipiq.train.engine import Trainer, epoch_batch, seed_everything, train_defaults
+from clipiq.train.engine import ReptileOuterStep, Trainer, epoch_batch, seed_everything, train_defaults
 from clipiq.train.protocol import ImageCache, load_iqa_labels, normalised_targets
 
 log = logging.getLogger(__name__)
@@ -279,7 +280,7 @@ def build_tasks(cfg: Mapping[str, Any], crop: int) -> list[MetaTask]:
     return tasks
 
 
-class ReptileTask:
+class ReptileTask(ReptileOuterStep):
     """A Trainer task whose step is one Reptile outer step; the pseudo-gradient is set by :meth:`backward`."""
 
     def __init__(self, model: GRMPIQAModel, tasks: Sequence[MetaTask], cfg: Mapping[str, Any],
@@ -296,7 +297,6 @@ class ReptileTask:
             raise ValueError(f"meta.inner_batch must be >= 1, meta.inner_steps >= 0 and meta.meta_batch in "
                              f"0..{len(self.tasks)}; got {self.inner_batch}, {self.inner_steps}, {m['meta_batch']}")
         self.params = model.trainable_parameters()
-        self._pseudo: list[Tensor] | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -309,10 +309,7 @@ class ReptileTask:
 
     def batches(self, start_step: int) -> Iterator[int]:
         """Outer step numbers from ``start_step`` on (the data is drawn inside the step, seeded by it)."""
-        step = start_step
-        while True:
-            yield step
-            step += 1
+        return itertools.count(start_step)
 
     def _support_batch(self, task: MetaTask, step: int, j: int, i: int) -> tuple[Tensor, Tensor]:
         rng = np.random.default_rng([self.seed, step, j, i])
@@ -322,44 +319,23 @@ class ReptileTask:
 
     def training_step(self, step: int) -> dict[str, Tensor]:
         """Adapt the prompts to each task of the step from the same start; keep the mean displacement."""
-        theta = [p.detach().clone() for p in self.params]
-        shift = [torch.zeros_like(p) for p in self.params]
         chosen = self.step_tasks(step)
-        first, all_losses = [], []
         workers = max(1, int(self.cfg["data"].get("workers", 2)))
-        for j, t in enumerate(chosen):
-            task = self.tasks[t]
+
+        def inner_losses(j: int) -> Iterator[Tensor]:
+            task = self.tasks[chosen[j]]
             n = self.inner_steps or math.ceil(task.support_size / self.inner_batch)
-            inner = torch.optim.Adam(self.params, lr=self.inner_lr)
             # Support batches are drawn (decoded, degraded, cropped) in threads, one per worker in flight
             # while the model trains on the current one; each is seeded by (step, task, i), not by timing.
             drawn = prefetch(partial(self._support_batch, task, step, j), range(n), workers=workers,
                              ahead=workers + 1)
-            for i, batch, err in drawn:
+            for _, batch, err in drawn:
                 if err is not None:
                     raise err
                 views, target = batch
-                loss = self.model.training_losses(views.to(self.device), target.to(self.device))["loss"]
-                inner.zero_grad(set_to_none=True)
-                loss.backward()
-                inner.step()
-                all_losses.append(float(loss.detach()))
-                if i == 0:
-                    first.append(all_losses[-1])
-            with torch.no_grad():
-                for s, p, th in zip(shift, self.params, theta):
-                    s.add_(th - p)
-                    p.copy_(th)
-        self._pseudo = [s / len(chosen) for s in shift]
-        return {"loss": torch.tensor(statistics.fmean(all_losses)),
-                "first_loss": torch.tensor(statistics.fmean(first))}
+                yield self.model.training_losses(views.to(self.device), target.to(self.device))["loss"]
 
-    def backward(self, losses: Mapping[str, Tensor]) -> None:
-        """Set each prompt's gradient to mean(theta - theta_task): SGD then takes the Reptile step."""
-        if self._pseudo is None:
-            raise RuntimeError("backward() before training_step()")
-        for p, g in zip(self.params, self._pseudo):
-            p.grad = g.clone()
+        return self.reptile_step(self.params, len(chosen), self.inner_lr, inner_losses)
 
     def evaluate(self) -> dict[str, float]:
         """Mean (and worst) over tasks of the query-part SRCC of the current prompts."""
