@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,8 @@ from torch import nn
 
 import photo_files
 from clipiq.clip import load_clip
-from clipiq.clip.checkpoint import read_method_checkpoint
-from clipiq.core.errors import ConfigError
+from clipiq.clip.checkpoint import read_method_checkpoint, save_method_checkpoint
+from clipiq.core.errors import CheckpointError, ConfigError
 from clipiq.train.engine import read_trainer_checkpoint
 from clipiq.train.restoration import (
     ModelEMA,
@@ -142,8 +143,23 @@ def test_batches_are_deterministic(tmp_path):
     assert torch.equal(a["lq"], b["lq"]) and torch.equal(a["gt"], b["gt"])
     # each item carries the index of the photo it was cut from (for per-photo data such as CDASR's guidance)
     assert torch.equal(a["index"], b["index"]) and a["index"].shape == (2,)
+    epoch = 5 // task.steps_per_epoch
     for k, i in enumerate(a["index"].tolist()):
-        assert torch.equal(task.train_set[i]["gt"], a["gt"][k])
+        assert torch.equal(task.train_set.item(i, epoch)["gt"], a["gt"][k])
+
+
+def test_prefetching_workers_and_the_photo_cache_change_no_batch(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    plain = TinyTask({**cfg, "data": {**cfg["data"], "workers": 0, "cache_photos": False}})
+    fast = TinyTask({**cfg, "data": {**cfg["data"], "workers": 3, "cache_photos": True}})
+    n = 3 * plain.steps_per_epoch + 1  # across epoch boundaries, where the crops change
+    want = list(itertools.islice(plain.batches(2), n))
+    got = list(itertools.islice(fast.batches(2), n))
+    for a, b in zip(want, got, strict=True):
+        assert torch.equal(a["lq"], b["lq"]) and torch.equal(a["gt"], b["gt"])
+        assert torch.equal(a["index"], b["index"])
+    assert fast.train_set._cache and plain.train_set._cache is None
+    assert not torch.equal(want[0]["gt"], want[plain.steps_per_epoch]["gt"])  # the draws do change
 
 
 def test_shared_clip_helpers(tiny_clip):
@@ -197,3 +213,20 @@ def test_resume_is_exact(tmp_path):
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k])
         assert torch.equal(a["payload"]["state"][k], b["payload"]["state"][k])
+
+
+def test_init_starts_from_a_checkpoint_of_the_same_network_in_any_float_dtype(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    summary = run_restoration(TinyTask, cfg, tmp_path / "first", torch.device("cpu"), progress=False)
+    ck = read_method_checkpoint(summary["checkpoint"], "tiny-sr")
+    half = tmp_path / "half.safetensors"
+    save_method_checkpoint(half, ck.method, {k: v.half() for k, v in ck.state.items()}, ck.config, ck.backbone)
+    task = TinyTask({**cfg, "init": str(half)})
+    for k, v in ck.state.items():
+        assert torch.allclose(task.model.state_dict()[k], v, atol=1e-3)  # fp16 rounding, nothing more
+        assert torch.equal(task.ema.shadow[k], task.model.state_dict()[k])  # the average starts there too
+    assert not torch.allclose(TinyTask(cfg).model.conv.weight, task.model.conv.weight)
+    with pytest.raises(ConfigError, match="another network"):
+        TinyTask({**cfg, "scale": 3, "init": str(half)})
+    with pytest.raises(CheckpointError):
+        TinyTask({**cfg, "init": str(tmp_path / "first" / "metrics.csv")})

@@ -172,31 +172,35 @@ class _PairBase(torch.utils.data.Dataset):
         """Change the random crops/augmentations (and synthetic degradations) for a new epoch."""
         self.epoch = int(epoch)
 
-    def _generator(self, index: int, stream: int) -> torch.Generator:
-        return torch.Generator().manual_seed(_item_seed(self.seed, self.epoch, index, stream))
+    def _generator(self, index: int, stream: int, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(_item_seed(self.seed, epoch, index, stream))
 
     def _crop_and_augment(
-        self, lq: torch.Tensor, gt: torch.Tensor, scale: int, index: int
+        self, lq: torch.Tensor, gt: torch.Tensor, scale: int, index: int, epoch: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         # Crop first, then flips, from one stream: the crop is the same with or without augmentation.
-        gen = self._generator(index, 0)
+        gen = self._generator(index, 0, epoch)
         if self.patch_size is not None:
             lq, gt = paired_random_crop(lq, gt, self.patch_size, scale, gen)
         if self.augment:
             lq, gt = paired_augment([lq, gt], *draw_augment(gen))
         return lq, gt
 
-    def _load(self, index: int) -> dict[str, Any]:
+    def _load(self, index: int, epoch: int) -> dict[str, Any]:
         raise NotImplementedError
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def item(self, index: int, epoch: int) -> dict[str, Any] | None:
+        """Item ``index`` as epoch ``epoch`` draws it, whatever :meth:`set_epoch` says: safe from several threads."""
         try:
-            return self._load(index)
+            return self._load(index, int(epoch))
         except ImageLoadError as e:
             if not self.skip_bad:
                 raise
             logger.warning("skipping item %d: %s", index, e)
             return None
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        return self.item(index, self.epoch)
 
 
 class PairedImageDataset(_PairBase):
@@ -225,7 +229,7 @@ class PairedImageDataset(_PairBase):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def _load(self, index: int) -> dict[str, Any]:
+    def _load(self, index: int, epoch: int) -> dict[str, Any]:
         pair = self.pairs[index]
         lq, gt = load_image(pair.lq), load_image(pair.gt)
         h, w = lq.shape[-2:]
@@ -236,7 +240,7 @@ class PairedImageDataset(_PairBase):
                 f"{pair.gt} is {gw}x{gh} but {pair.lq} is {w}x{h}; expected {s}x ({w * s}x{h * s})"
             )
         gt = gt[..., : h * s, : w * s]
-        lq, gt = self._crop_and_augment(lq, gt, s, index)
+        lq, gt = self._crop_and_augment(lq, gt, s, index, epoch)
         return {"lq": lq, "gt": gt, "index": index, "lq_path": str(pair.lq), "gt_path": str(pair.gt)}
 
 
@@ -249,6 +253,8 @@ class SyntheticPairDataset(_PairBase):
     same size; ``"lowlight"`` (enhancement only) and ``"deblur"`` (deblurring only) are its single-task parts,
     for enhance-then-deblur baselines. With ``patch_size`` (in lq pixels)
     the gt patch is cut first and degraded on its own, which is much cheaper than degrading the photo.
+    ``cache_photos`` keeps each photo decoded (8-bit, 3 bytes a pixel) after its first use: training reads every
+    photo many times, and decoding costs more than cutting and degrading a patch.
     """
 
     def __init__(
@@ -260,6 +266,7 @@ class SyntheticPairDataset(_PairBase):
         augment: bool = False,
         seed: int = 0,
         skip_bad: bool = False,
+        cache_photos: bool = False,
     ):
         super().__init__(patch_size, augment, seed, skip_bad)
         if task not in PAIR_KINDS:
@@ -272,15 +279,27 @@ class SyntheticPairDataset(_PairBase):
             raise FileNotFoundError(f"no images found in {items}")
         self.task = task
         self.scale = int(scale) if task == "sr" else 1
+        self._cache: dict[int, torch.Tensor] | None = {} if cache_photos else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _load(self, index: int) -> dict[str, Any]:
+    def photo(self, index: int) -> torch.Tensor:
+        """Photo ``index`` as a (3,H,W) float tensor in [0,1], decoded once per dataset with ``cache_photos``."""
+        if self._cache is None:
+            return load_image(self.paths[index])
+        kept = self._cache.get(index)
+        if kept is None:
+            # 8-bit levels hold an 8-bit photo exactly at a quarter of float32's memory.
+            kept = load_image(self.paths[index]).mul(255).round_().to(torch.uint8)
+            self._cache[index] = kept  # a race only decodes twice: both threads store the same tensor
+        return kept.float().div_(255)
+
+    def _load(self, index: int, epoch: int) -> dict[str, Any]:
         from clipiq import degrade
 
         path = self.paths[index]
-        photo = load_image(path)
+        photo = self.photo(index)
         s = self.scale
         if self.patch_size is not None:
             g = self.patch_size * s
@@ -288,18 +307,18 @@ class SyntheticPairDataset(_PairBase):
             if g > min(h, w):
                 raise ValueError(f"{path}: {w}x{h} is smaller than the gt patch {g}x{g}")
             # Crop the gt patch with the lq-grid crop, so positions match PairedImageDataset's.
-            gen = self._generator(index, 0)
+            gen = self._generator(index, 0, epoch)
             top = int(torch.randint(0, (h - g) // s + 1, (1,), generator=gen)) * s
             left = int(torch.randint(0, (w - g) // s + 1, (1,), generator=gen)) * s
             gt = photo[..., top : top + g, left : left + g]
         else:
-            gen = self._generator(index, 0)
+            gen = self._generator(index, 0, epoch)
             gt = mod_crop(photo, s)
         if self.task == "sr":
             # Rounded to 8-bit levels like LR files on disk (bicubic overshoot clipped as imwrite does).
             lq = degrade.imresize(gt, 1 / s).clamp_(0, 1).mul_(255).round_().div_(255)
         else:
-            lq, gt = degrade.lowlight_blur_pair(gt, seed=_item_seed(self.seed, self.epoch, index, 1),
+            lq, gt = degrade.lowlight_blur_pair(gt, seed=_item_seed(self.seed, epoch, index, 1),
                                                 parts=_LOWLIGHT_PARTS[self.task])
         if self.augment:
             lq, gt = paired_augment([lq, gt], *draw_augment(gen))

@@ -110,7 +110,7 @@ class CDASRTask(PairedRestorationTask):
         out = []
         for i in map(int, indices):
             if i not in self._photo_guidance:
-                lr = whole_lr(self.train_set.paths[i], self.scale)[None].to(self.device)
+                lr = whole_lr(self.train_set.photo(i), self.scale)[None].to(self.device)
                 self._photo_guidance[i] = clip_guidance_embedding(self.clip, self.preprocess, lr)[0]
             out.append(self._photo_guidance[i])
         return torch.stack(out)

@@ -380,13 +380,12 @@ class CDASRMetaTask(ReptileOuterStep, CDASRTask):
         """Inner batch ``i`` of domain slot ``j`` at outer step ``step``: HR crops of the photos and their LR."""
         ss = np.random.SeedSequence([self.seed, step, j, i])
         epoch, gseed = (int(v) for v in ss.generate_state(2))
-        self.train_set.set_epoch(epoch)  # fresh crops and flips per (step, j, i)
         rng = np.random.default_rng(ss)
         n = len(self.train_set)
         idx = rng.choice(n, size=self.batch_size, replace=n < self.batch_size)
         gen = torch.Generator().manual_seed(gseed)
         recipe = get_sr_domain(domain)
-        gts = [self.train_set[int(k)]["gt"] for k in idx]
+        gts = [self.train_set.item(int(k), epoch)["gt"] for k in idx]  # fresh crops and flips per (step, j, i)
         lqs, guidance = [], []
         for k, gt in zip(idx, gts):
             if self.use_clip:
@@ -394,7 +393,7 @@ class CDASRMetaTask(ReptileOuterStep, CDASRTask):
                 # degradation draws (a copy of the generator: the crop's LR is unchanged), as at inference and in
                 # adaptation the whole LR image guides the network.
                 fork = torch.Generator().set_state(gen.get_state())
-                whole = recipe(mod_crop(load_image(self.train_set.paths[int(k)]), self.scale), self.scale, fork)
+                whole = recipe(mod_crop(self.train_set.photo(int(k)), self.scale), self.scale, fork)
                 guidance.append(clip_guidance_embedding(self.clip, self.preprocess, whole[None].to(self.device)))
             lqs.append(recipe(gt, self.scale, gen))
         batch = {"lq": torch.stack(lqs).to(self.device), "gt": torch.stack(gts).to(self.device)}

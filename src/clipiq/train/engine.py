@@ -145,7 +145,26 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "monitor": None,  # a key of evaluate()'s result, higher is better
     "patience": 0,  # evaluations without a new best before stopping; 0 never stops early
     "min_steps": 0,  # no early stop before this step (a slow start is not a plateau)
+    # Seconds of training (0: none). With a limit the run ends at `steps` or when the time is spent, whichever
+    # comes first, and the cosine decay follows the larger of the two fractions done (the warm-up stays in
+    # steps), so a run cut by the clock still ends with its learning rate decayed. For lent machines with a
+    # fixed allowance; the number of steps then depends on the machine, so it is not step-for-step reproducible.
+    "time_limit": 0,
 }
+
+#: Config keys that change how a run is watched or paced, not what it computes; a resume ignores them.
+RUN_CONTROL_KEYS: tuple[tuple[str, str], ...] = (("train", "log_every"), ("train", "ckpt_every"),
+                                                 ("train", "time_limit"), ("data", "workers"),
+                                                 ("data", "cache_photos"))
+
+
+def resume_config_json(cfg: Mapping[str, Any]) -> str:
+    """The config as a resume compares it: :func:`config_json` without :data:`RUN_CONTROL_KEYS`."""
+    trimmed = {k: dict(v) if isinstance(v, Mapping) else v for k, v in cfg.items()}
+    for section, key in RUN_CONTROL_KEYS:
+        if isinstance(trimmed.get(section), dict):
+            trimmed[section].pop(key, None)
+    return config_json(trimmed)
 
 
 def train_defaults(**changes: Any) -> dict[str, Any]:
@@ -267,12 +286,18 @@ class Trainer:
         if schedule not in ("cosine", "constant", "plateau"):
             raise ValueError(f"train.schedule must be cosine, constant or plateau, got {schedule!r}")
 
+        self.time_limit = float(self.tcfg["time_limit"] or 0)
+        if self.time_limit < 0:
+            raise ValueError(f"train.time_limit must be >= 0 seconds, got {self.time_limit}")
+        self.elapsed = 0.0  # seconds of training so far, carried across resumes
+        self._clock: float | None = None
+
         def lr_lambda(step: int) -> float:  # linear warm-up, then cosine decay or constant
             if step < warm:
                 return (step + 1) / max(1, warm)
             if schedule != "cosine":
                 return 1.0
-            t = (step - warm) / max(1, steps - warm)
+            t = max((step - warm) / max(1, steps - warm), self.time_fraction())
             return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
@@ -285,6 +310,16 @@ class Trainer:
         self.since_best = 0
         self.stopped_early = False
         self.history: list[dict[str, float]] = []
+
+    def time_fraction(self) -> float:
+        """The fraction of ``train.time_limit`` spent (0 without a limit)."""
+        if not self.time_limit:
+            return 0.0
+        now = self.elapsed + (time.perf_counter() - self._clock if self._clock is not None else 0.0)
+        return now / self.time_limit
+
+    def _done(self, steps: int) -> bool:
+        return self.step >= steps or self.time_fraction() >= 1.0
 
     @property
     def last_path(self) -> Path:
@@ -300,6 +335,7 @@ class Trainer:
         """Write last.safetensors: trainable tensors, optimizer state, RNG states, counters and the payload."""
         save_trainer_checkpoint(self.last_path, {
             "step": self.step,
+            "elapsed": self.elapsed + (time.perf_counter() - self._clock if self._clock is not None else 0.0),
             "best": self.best,
             "since_best": self.since_best,
             "stopped_early": self.stopped_early,
@@ -323,7 +359,7 @@ class Trainer:
             return
         ck = read_trainer_checkpoint(self.last_path, ("step", "best", "config", "model", "optimizer", "scheduler",
                                                       "rng"))
-        if config_json(ck["config"]) != config_json(self.cfg):
+        if resume_config_json(ck["config"]) != resume_config_json(self.cfg):
             raise ValueError(f"{self.last_path} was written with a different config; resume refused "
                              "(use another run directory, or --no-resume to start over)")
         load_trainable_state(self.task.model, ck["model"], str(self.last_path))
@@ -336,6 +372,7 @@ class Trainer:
         if restore is not None:
             restore(ck.get("payload"))
         self.step, self.best = int(ck["step"]), ck["best"]
+        self.elapsed = float(ck.get("elapsed", 0.0))
         self.since_best, self.stopped_early = int(ck.get("since_best", 0)), bool(ck.get("stopped_early", False))
         self.history = list(ck.get("history", []))
         log.info("resumed from %s at step %d", self.last_path, self.step)
@@ -354,6 +391,7 @@ class Trainer:
         metrics = MetricsLog(self.run_dir / "metrics.csv", fresh=self.step == 0)
         self.task.model.to(self.device).train()
         t0, first = time.perf_counter(), self.step
+        self._clock = t0
         bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", disable=self.progress is False
                    if self.progress is not None else None)
         running: dict[str, float] = {}
@@ -361,7 +399,7 @@ class Trainer:
         after_step = getattr(self.task, "after_step", None)
         try:
             for batch in self.task.batches(self.step):
-                if self.step >= steps or self.stopped_early:
+                if self._done(steps) or self.stopped_early:
                     break
                 with autocast(self.device, precision):
                     losses = self.task.training_step(batch)
@@ -382,7 +420,8 @@ class Trainer:
                 self.step += 1
                 for k, v in losses.items():
                     running[k] = running.get(k, 0.0) + float(v.detach())
-                if self.step % log_every == 0 or self.step == steps:
+                done = self._done(steps)
+                if self.step % log_every == 0 or done:
                     n = log_every if self.step % log_every == 0 else self.step % log_every
                     avg = {k: v / n for k, v in running.items()}
                     avg["lr"] = self.scheduler.get_last_lr()[0]
@@ -390,13 +429,15 @@ class Trainer:
                     bar.set_postfix(loss=f"{avg['loss']:.4f}")
                     running = {}
                 bar.update(1)
-                if self.step % eval_every == 0 or self.step == steps:
+                if self.step % eval_every == 0 or done:
                     self._evaluate(metrics, monitor)
-                if self.step % ckpt_every == 0 or self.step == steps or self.stopped_early:
+                if self.step % ckpt_every == 0 or done or self.stopped_early:
                     self._save()
         finally:
             bar.close()
             metrics.close()
+            self.elapsed += time.perf_counter() - t0
+            self._clock = None
         dt = time.perf_counter() - t0
         return {"steps": self.step, "seconds": dt, "steps_per_s": (self.step - first) / dt if dt else 0.0,
                 "best": self.best, "stopped_early": self.stopped_early,

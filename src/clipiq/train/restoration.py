@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import json
 import logging
 import math
@@ -61,11 +62,13 @@ from clipiq.clip.checkpoint import payload as method_payload
 from clipiq.clip.checkpoint import read_method_checkpoint, save_method_checkpoint
 from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess
+from clipiq.core.config import config_json
 from clipiq.core.errors import ConfigError
 from clipiq.core.image import pad_to_multiple
-from clipiq.core.tensors import trainable_state
+from clipiq.core.tensors import load_trainable_state, trainable_state
 from clipiq.data.io import list_images
 from clipiq.data.paired import PAIR_KINDS, SR_SCALES, PairedImageDataset, SyntheticPairDataset, find_pairs
+from clipiq.data.runner import prefetch
 from clipiq.eval import psnr, ssim
 from clipiq.restore.cdasr import clip_image_embedding
 from clipiq.train.engine import Trainer, epoch_batch, seed_everything, train_defaults
@@ -225,6 +228,7 @@ def restoration_defaults(method: str, model: Mapping[str, Any], **sections: Any)
         "kind": "sr",  # sr | lowlight_blur | lowlight | deblur (clipiq.data.paired.PAIR_KINDS)
         "scale": 2,  # SR only: 2, 3 or 4 (1 for same-size restoration)
         "ema": 0.999,  # decay of the weights' moving average; 0 turns it off
+        "init": "",  # a method checkpoint of the same network to start from (BasicSR's pretrain_network_g)
         "data": {
             "train": [],  # folders of clean photos; pairs are synthesised per data kind
             "patch_size": 48,  # training patch side in lq pixels (gt: patch_size * scale)
@@ -234,6 +238,8 @@ def restoration_defaults(method: str, model: Mapping[str, Any], **sections: Any)
             "val_patch": 0,  # photos only: a fixed crop of this many lq pixels per side (0: the whole photo)
             "val_limit": 0,  # use only the first N validation items (0: all)
             "val_seed": 1234,
+            "workers": 2,  # threads preparing the next batches while the network trains (0: none)
+            "cache_photos": True,  # keep training photos decoded (8-bit) after their first use
         },
         "val": {"y_channel": True, "crop_border": -1},  # -1: crop the scale (SR papers' convention)
         "loss": {"pixel": "charbonnier", "charbonnier_eps": 1e-3},  # pixel: charbonnier | l1 | l2
@@ -293,12 +299,14 @@ class PairedRestorationTask:
         self.seed = int(cfg["seed"])
         self.batch_size = int(cfg["train"]["batch_size"])
         self.model = self.build_model().to(self.device)
+        if cfg.get("init"):
+            self._load_init(Path(cfg["init"]))
         decay = cfg["ema"]
         self.ema = ModelEMA(self.model, decay) if decay else None
         d = cfg["data"]
         self.train_set = SyntheticPairDataset(self._training_photos(), task=self.kind, scale=self.scale,
                                               patch_size=int(d["patch_size"]), augment=bool(d["augment"]),
-                                              seed=self.seed)
+                                              seed=self.seed, cache_photos=bool(d.get("cache_photos", False)))
         self.val_set = self._validation_set()
 
     # --- what a method provides ------------------------------------------------------------------------------
@@ -323,6 +331,17 @@ class PairedRestorationTask:
     def backbone_record(self) -> dict[str, Any]:
         """The frozen backbone the weights depend on (see :func:`clipiq.clip.checkpoint.backbone_record`)."""
         return {}
+
+    def _load_init(self, path: Path) -> None:
+        """Start from a checkpoint's weights (any float dtype) trained with this config's network."""
+        ck = read_method_checkpoint(path, self.method)
+        theirs = {k: ck.config.get(k) for k in ("model", "kind", "scale")}
+        ours = {k: self.cfg.get(k) for k in ("model", "kind", "scale")}
+        if config_json(theirs) != config_json(ours):
+            raise ConfigError(f"init: {path} holds another network or task ({config_json(theirs)}) than this "
+                              f"config ({config_json(ours)})")
+        load_trainable_state(self.model, ck.state, str(path))
+        log.info("init: started from the weights of %s", path)
 
     # --- data ---------------------------------------------------------------------------------------------------
 
@@ -365,16 +384,27 @@ class PairedRestorationTask:
         """Batches per pass over the training photos."""
         return math.ceil(len(self.train_set) / self.batch_size)
 
+    def cpu_batch(self, step: int) -> dict[str, Tensor]:
+        """Batch ``step`` on the CPU: photos drawn by (seed, step), crops and degradations by (seed, epoch, index)."""
+        epoch = step // self.steps_per_epoch
+        items = [self.train_set.item(i, epoch) for i in epoch_batch(self.seed, step, len(self.train_set),
+                                                                    self.batch_size)]
+        return {"lq": torch.stack([it["lq"] for it in items]), "gt": torch.stack([it["gt"] for it in items]),
+                "index": torch.tensor([int(it["index"]) for it in items])}
+
     def batches(self, start_step: int) -> Iterator[dict[str, Tensor]]:
-        """Batch ``step`` holds photos drawn by (seed, step) with crops drawn by (seed, epoch, index)."""
-        n, step = len(self.train_set), start_step
-        while True:
-            self.train_set.set_epoch(step // self.steps_per_epoch)
-            items = [self.train_set[i] for i in epoch_batch(self.seed, step, n, self.batch_size)]
-            yield {"lq": torch.stack([it["lq"] for it in items]).to(self.device),
-                   "gt": torch.stack([it["gt"] for it in items]).to(self.device),
-                   "index": torch.tensor([int(it["index"]) for it in items])}
-            step += 1
+        """The batches from ``start_step`` on, on the task's device; ``data.workers`` threads prepare the next ones
+        while the network trains (the same batches with any number of workers: each depends only on its step)."""
+        workers = int(self.cfg["data"].get("workers", 0) or 0)
+        steps = itertools.count(start_step)
+        if workers < 1:
+            made: Iterator[tuple[int, Any, BaseException | None]] = ((k, self.cpu_batch(k), None) for k in steps)
+        else:
+            made = prefetch(self.cpu_batch, steps, workers=workers, ahead=2 * workers)
+        for step, batch, err in made:
+            if err is not None:
+                raise RuntimeError(f"preparing training batch {step} failed: {err}") from err
+            yield {k: v.to(self.device, non_blocking=True) if k != "index" else v for k, v in batch.items()}
 
     # --- training -----------------------------------------------------------------------------------------------
 
