@@ -11,13 +11,17 @@ import torch
 from PIL import Image
 
 import photo_files
-from clipiq.core.errors import CheckpointError, ConfigError, WeightsError
+from clipiq.clip.checkpoint import read_method_checkpoint
+from clipiq.core import hub
+from clipiq.core.errors import CheckpointError, ConfigError
+from clipiq.core.hub import WeightsChecksumError
 from clipiq.restore import create_restorer, list_restorers
-from clipiq.restore.cdasr import CDASRNet, build_net
+from clipiq.restore.cdasr import SHIPPED, CDASRNet, build_net
 from clipiq.train import TRAINING_TASKS
 from clipiq.train.cdasr import DEFAULTS, CDASRTask, run
 
 write_photos = partial(photo_files.write_photos, n=3, grid=5)
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def tiny_cfg(tmp_path: Path, scale: int = 2, **model) -> dict:
@@ -82,13 +86,76 @@ def test_bad_scale():
         create_restorer("cdasr", scale=8, weights="x.safetensors", device="cpu")
 
 
-def test_registered_and_needs_weights():
+def test_registered_and_checks_options():
     assert "cdasr" in list_restorers()
     assert "cdasr" in TRAINING_TASKS.names()
-    with pytest.raises(WeightsError, match="clipiq train cdasr"):
-        create_restorer("cdasr", scale=2, device="cpu")
     with pytest.raises(ConfigError, match="colour"):
         create_restorer("cdasr", scale=2, weights="x.safetensors", colour=1, device="cpu")
+    with pytest.raises(ConfigError, match="colour"):  # refused before the shipped weights are read
+        create_restorer("cdasr", scale=2, colour=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def shipped_restorer():
+    """The restorer with the shipped weights of a scale, built once per scale for this module."""
+    built: dict[int, object] = {}
+
+    def get(scale: int):
+        if scale not in built:
+            built[scale] = create_restorer("cdasr", scale=scale, device="cpu")
+        return built[scale]
+
+    return get
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_shipped_weights_load_and_restore(scale, shipped_restorer):
+    record = SHIPPED[scale]
+    path = hub.package_path(record)
+    assert record.package_file == f"weights/cdasr-x{scale}-degradation-clip-v2.safetensors"
+    assert path.stat().st_size == record.size and hub.sha256_file(path) == record.sha256 and record.license == "MIT"
+    ck = read_method_checkpoint(path, "cdasr")
+    assert int(ck.config["scale"]) == scale and ck.backbone["name"] == "degradation-clip-v2"
+    restorer = shipped_restorer(scale)
+    assert restorer.scale == scale and Path(restorer.weights) == path and restorer.net.use_clip
+    x = torch.rand(2, 3, 14, 19, generator=torch.Generator().manual_seed(scale))
+    y = restorer(x)
+    assert y.shape == (2, 3, 14 * scale, 19 * scale) and y.dtype == torch.float32
+    assert torch.isfinite(y).all() and float(y.min()) >= 0 and float(y.max()) <= 1
+    # the default scale is x2, with its own shipped file
+    if scale == 2:
+        assert Path(create_restorer("cdasr", device="cpu").weights) == path
+
+
+@pytest.mark.parametrize("scale, margin", [(2, 1.0), (3, 0.2), (4, 0.0)])
+def test_shipped_weights_beat_bicubic(scale, margin, shipped_restorer):
+    """On crops of two example photos, MATLAB-bicubic downscaled: measured +2.0/+2.0 dB (x2), +1.2/+1.0 (x3),
+    +0.5/+0.3 (x4) over bicubic upscaling in PSNR on Y."""
+    from clipiq.data.io import load_image
+    from clipiq.degrade import imresize
+    from clipiq.eval import psnr
+
+    restorer = shipped_restorer(scale)
+    for name in ("kodak-kodim05.png", "kodak-kodim23.png"):
+        hr = load_image(EXAMPLES / name)[:, 64:160, 96:192][None]
+        lr = imresize(hr, scale=1 / scale).clamp(0, 1)
+        sr = restorer(lr)
+        bicubic = imresize(lr, scale=scale).clamp(0, 1)
+        ours, base = (float(psnr(z, hr, crop_border=scale, y_channel=True)) for z in (sr, bicubic))
+        assert ours > base + margin, (name, ours, base)
+
+
+def test_corrupted_shipped_weights_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPIQ_HOME", str(tmp_path / "home"))  # no checksum marker vouches for the copy
+    record = SHIPPED[2]
+    bad = tmp_path / record.filename
+    data = bytearray(hub.package_path(record).read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte in the tensors: same size, still readable, not the shipped file
+    bad.write_bytes(bytes(data))
+    real = hub.package_path
+    monkeypatch.setattr(hub, "package_path", lambda rec: bad if rec.name == record.name else real(rec))
+    with pytest.raises(WeightsChecksumError, match=r"(?s)cdasr-x2-degradation-clip-v2.*was not used.*Reinstall"):
+        create_restorer("cdasr", scale=2, device="cpu")
 
 
 def test_gradients_reach_net_not_clip(tmp_path):

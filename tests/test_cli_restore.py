@@ -184,3 +184,25 @@ def test_save_image_is_atomic_and_leaves_no_temporary_files(tmp_path: Path):
     with pytest.raises(ValueError, match="unknown image file extension"):
         save_image(torch.rand(3, 8, 8), tmp_path / "x.notanimage")
     assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+
+
+def test_the_manifest_records_the_weights_used_by_content(tmp_path: Path, capsys) -> None:
+    from clipiq.restore.cdasr import SHIPPED
+
+    src = tmp_path / "lr"
+    src.mkdir()
+    Image.fromarray((np.random.default_rng(1).random((20, 24, 3)) * 255).astype(np.uint8)).save(src / "a.png")
+    out = tmp_path / "sr"
+    args = ["restore", str(src), "--method", "cdasr", "--scale", "2", "-o", str(out), "--device", "cpu"]
+    assert main(args) == 0
+    manifest = json.loads((out / "restore.json").read_text())
+    assert manifest["weights"] is None and manifest["weights_sha256"] == SHIPPED[2].sha256  # the shipped file
+    assert Image.open(out / "a.png").size == (48, 40)
+    # another weights file of any name: the folder refuses to mix outputs (here, the stored record is altered)
+    (out / "restore.json").write_text(json.dumps({**manifest, "weights_sha256": "0" * 64}))
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "use another output folder" in capsys.readouterr().err
+    plain = tmp_path / "plain"
+    assert main(["restore", str(src), "--method", "dehaze-dcp", "-o", str(plain), "--device", "cpu"]) == 0
+    assert json.loads((plain / "restore.json").read_text())["weights_sha256"] is None

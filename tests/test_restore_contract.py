@@ -44,7 +44,8 @@ def restorer(request, tmp_path_factory) -> Restorer:
     name = request.param
     try:
         return create_restorer(name, device="cpu")
-    except WeightsError:  # trained methods before their weights ship: checked on a one-step tiny checkpoint
+    except WeightsError:  # a trained method before its weights ship (dap-led and cdasr ship theirs, and are checked
+        # with them): checked on a one-step tiny checkpoint
         weights = _tiny_trained_weights(name, tmp_path_factory.mktemp(name))
         return create_restorer(name, weights=weights, device="cpu")
 

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from clipiq.cli.common import add_device_args, format_table, make_restorer, metric_options, positive_int
 from clipiq.core.files import atomic_write, csv_cell, csv_uncell, exclusive_lock
+from clipiq.core.hub import sha256_file
 from clipiq.data.io import DEFAULT_MAX_PIXELS, list_images, save_image
 from clipiq.restore import RUN_OPTIONS, get_restorer_spec, list_restorers
 
@@ -171,12 +172,16 @@ def run(args: argparse.Namespace) -> int:
     record = {"tool": "clipiq restore", "version": MANIFEST_VERSION, "method": spec.name, "weights": args.weights,
               "precision": args.precision,
               "options": {k: v for k, v in sorted(options.items()) if k not in RUN_OPTIONS}}
+    restorer = make_restorer(spec.name, args.weights, args.device, args.precision, options)
+    # The file actually used (a restorer's shipped weights when none were given), by content: a resumed run
+    # must not mix outputs of two different weights files of the same name.
+    used = getattr(restorer, "weights", None) or args.weights
+    record["weights_sha256"] = sha256_file(used) if used else None
     record = json.loads(json.dumps(record))
     stored = _read_json(out_dir / MANIFEST)
     if stored is not None and stored != record:
         raise ValueError(f"{out_dir} holds images restored with {json.dumps(stored)}; use another output folder "
                          f"for {json.dumps(record)}")
-    restorer = make_restorer(spec.name, args.weights, args.device, args.precision, options)
     # One run per output folder at a time: a second is refused rather than racing for the same files.
     with exclusive_lock(out_dir / LOCK, str(out_dir)):
         return _restore(args, out_dir, jobs, spec.name, restorer, record)

@@ -73,6 +73,8 @@ class Restorer(nn.Module):
     tileable: bool = True
     #: Estimated peak working memory of restore_batch per input pixel, in bytes (float32).
     bytes_per_pixel: int = 256
+    #: The weights file the restorer was built from (its shipped file when none was given); None without weights.
+    weights: str | None = None
 
     def __init__(self, *, tile: int | None = None, tile_overlap: int = DEFAULT_TILE_OVERLAP,
                  memory_budget: float = DEFAULT_MEMORY_BUDGET_MB, batch_size: int = 4, precision: str = "fp32"):

@@ -23,7 +23,9 @@ Choices where the paper is silent (see docs/methods/cdasr.md):
 
 CLIP is reached through :mod:`clipiq.clip` only, never trained, and never saved: a checkpoint records the
 backbone's name and sha256 and loading refuses another backbone. Checkpoints are ``clipiq-method/1``
-safetensors written by ``clipiq train cdasr`` (``run_dir/checkpoint.safetensors``).
+safetensors written by ``clipiq train cdasr`` (``run_dir/checkpoint.safetensors``). Without ``weights``, the
+checkpoint shipped inside the package for the scale (:data:`SHIPPED`, x2/x3/x4, trained on
+``degradation-clip-v2``; see docs/models/cdasr.md) is used, its sha256 checked.
 """
 
 from __future__ import annotations
@@ -42,18 +44,40 @@ from clipiq.clip.checkpoint import check_backbone, read_method_checkpoint
 from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess
-from clipiq.core.errors import CheckpointError, ConfigError, WeightsError
+from clipiq.core.errors import CheckpointError, ConfigError
+from clipiq.core.hub import HubFile, resolve
 from clipiq.core.image import check_image_batch
 from clipiq.restore.base import RUN_OPTIONS, Restorer
 from clipiq.restore.registry import RestorerSpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MODEL_DEFAULTS", "SPEC", "CDASRNet", "CDASRRestorer", "build_net", "clip_guidance_embedding",
+__all__ = ["MODEL_DEFAULTS", "SHIPPED", "SPEC", "CDASRNet", "CDASRRestorer", "build_net", "clip_guidance_embedding",
            "clip_image_embedding"]
 
 PAPER = "Lu et al., CLIP-aware Domain-Adaptive Super-Resolution, arXiv 2505.12391, 2025"
 SCALES = (2, 3, 4)
+
+
+def _shipped(scale: int, sha256: str, size: int) -> HubFile:
+    return HubFile(
+        name=f"cdasr-x{scale}-degradation-clip-v2",
+        package_file=f"weights/cdasr-x{scale}-degradation-clip-v2.safetensors",
+        sha256=sha256,
+        size=size,
+        license="MIT",  # this project's own checkpoint, under the project's licence
+        description=f"CDASR x{scale} for degradation-clip-v2 (configs/cdasr/x{scale}.yaml): bicubic-downscaled "
+                    "T91 and BSD200, about 11 minutes on one GPU (scripts/train_restorers_gpu.sh, then its "
+                    "continue phase).",
+    )
+
+
+#: The checkpoints shipped inside the package, by scale, used when no weights are given (docs/models/cdasr.md).
+SHIPPED: dict[int, HubFile] = {
+    2: _shipped(2, "88d76fbfb81526b2f6784ee1a0ef4922268a5fd1d5183fe67d961992d5b0a183", 3182880),
+    3: _shipped(3, "e7733535e5ff4fc28f6c15fefda85977280d68e70429a586d99586d390e8bbdf", 3217500),
+    4: _shipped(4, "2dfd9c4d69a1b35c8b25ecf1d33d21ec8030a7495e2701a11a2d52b920f03937", 3265968),
+}
 
 #: The network's options (the ``model`` section of ``clipiq train cdasr``'s config).
 MODEL_DEFAULTS: dict[str, Any] = {
@@ -219,14 +243,11 @@ class CDASRRestorer(Restorer):
                  **run: Any):
         if isinstance(scale, bool) or scale not in SCALES:
             raise ConfigError(f"cdasr: scale must be one of {', '.join(map(str, SCALES))}, got {scale!r}")
-        if weights is None:
-            raise WeightsError(
-                f"cdasr has no packaged weights yet: train them with `clipiq train cdasr --config "
-                f"configs/cdasr/x{scale}.yaml` and pass the run's checkpoint.safetensors as weights= "
-                "(--weights FILE on the command line)")
         unknown = set(run) - set(RUN_OPTIONS)
         if unknown:
             raise ConfigError(f"cdasr: unknown options {sorted(unknown)}")
+        if weights is None:  # the shipped checkpoint, sha256-checked (a corrupted copy raises WeightsChecksumError)
+            weights = resolve(SHIPPED[scale])
         self.scale = scale
         super().__init__(precision=precision, **run)
         ck = read_method_checkpoint(weights, "cdasr")
@@ -279,5 +300,5 @@ SPEC = RestorerSpec(
     name="cdasr", factory=CDASRRestorer, task="super-resolution", scale=2, has_weights=True, tileable=True,
     options=("scale",), defaults={"scale": 2}, paper=PAPER,
     description="CLIP-aware domain-adaptive SR: light IMDN-style network guided by the frozen offline CLIP "
-                "(x2/x3/x4; weights from `clipiq train cdasr`)",
+                "(x2/x3/x4; shipped weights for degradation-clip-v2, others from `clipiq train cdasr`)",
 )

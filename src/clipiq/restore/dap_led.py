@@ -29,10 +29,11 @@ is the default for that reason. Measured with ``degradation-clip-v2`` on one CPU
 image: 1.28 CPU-s at native size, 0.23 at 512, 0.11 at 384 (the network itself about 2.6 CPU-s); ``clip_size``
 trades that consistency for speed. No gradient reaches CLIP.
 
-Weights: none are shipped yet. ``weights=PATH`` loads a checkpoint written by ``clipiq train dap-led`` (the
-exported ``checkpoint.safetensors`` or the trainer's ``best.safetensors``/``last.safetensors``): clipiq's method
-checkpoint format (``clipiq-method/1``: safetensors plus the JSON config and the backbone's name and sha256;
-CLIP's own weights are never saved in it).
+Weights: without ``weights``, the checkpoint shipped inside the package (:data:`SHIPPED`, trained on
+``degradation-clip-v2``; see docs/models/dap-led.md) is used, its sha256 checked. ``weights=PATH`` loads a
+checkpoint written by ``clipiq train dap-led`` instead (the exported ``checkpoint.safetensors`` or the trainer's
+``best.safetensors``/``last.safetensors``). Both are clipiq's method checkpoint format (``clipiq-method/1``:
+safetensors plus the JSON config and the backbone's name and sha256; CLIP's own weights are never saved in it).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ from torch import Tensor, nn
 
 from clipiq.clip import CLIP, Preprocess, dense_features, load_clip, pair_probabilities
 from clipiq.clip.checkpoint import check_backbone, read_method_checkpoint
-from clipiq.core.errors import CheckpointError, ConfigError, WeightsError
+from clipiq.core.errors import CheckpointError, ConfigError
+from clipiq.core.hub import HubFile, resolve
 from clipiq.core.tensors import load_trainable_state
 from clipiq.restore.base import Restorer
 from clipiq.restore.registry import RestorerSpec
@@ -57,6 +59,7 @@ __all__ = [
     "METHOD",
     "MODEL_DEFAULTS",
     "SFT",
+    "SHIPPED",
     "SPEC",
     "CLIPBlock",
     "CrossFusion",
@@ -71,6 +74,17 @@ __all__ = [
 METHOD = "dap-led"
 PAPER = ("Wang, Wu and Wang, DAP-LED: Learning Degradation-Aware Priors with CLIP for Joint Low-light Enhancement "
          "and Deblurring, arXiv 2409.13496, 2024")
+#: The checkpoint shipped inside the package, used when no weights are given (see docs/models/dap-led.md).
+SHIPPED = HubFile(
+    name="dap-led-degradation-clip-v2",
+    package_file="weights/dap-led-degradation-clip-v2.safetensors",
+    sha256="979274e3d605db11c723888f748e94b2fadf58d2b326bafaecb2a0f61a69b409",
+    size=6180364,
+    license="MIT",  # this project's own checkpoint, under the project's licence
+    description="DAP-LED for degradation-clip-v2 (configs/dap-led/synthetic.yaml): synthetic low-light + blur "
+                "pairs from Kodak24, T91 and BSD200, about 11 minutes on one GPU "
+                "(scripts/train_restorers_gpu.sh, then its continue phase).",
+)
 #: The antonym pairs of :data:`clipiq.clip.vocabulary.ATTRIBUTE_PROMPTS` whose negative prompts give the maps:
 #: "Dark photo.", "Blurry photo.", "Noisy photo." (each against "Bright", "Sharp", "Clean photo.").
 GUIDE_PAIRS: tuple[str, ...] = ("brightness", "sharpness", "noisiness")
@@ -417,17 +431,15 @@ def load_dap_led(weights: str | os.PathLike, precision: str = "fp32", clip_size:
         raise CheckpointError(f"{weights}: the backbone record lacks embed_dim")
     net = build_network(mcfg, embed_dim)
     load_trainable_state(net, state, str(weights))
-    return DAPLEDRestorer(net, clip, preprocess, mcfg["clip_size"], precision=precision, **run)
+    restorer = DAPLEDRestorer(net, clip, preprocess, mcfg["clip_size"], precision=precision, **run)
+    restorer.weights = str(weights)
+    return restorer
 
 
 def _factory(weights: str | os.PathLike | None = None, precision: str = "fp32", clip_size: int | None = None,
              **run: Any) -> DAPLEDRestorer:
-    if weights is None:
-        raise WeightsError(
-            "dap-led has no shipped weights yet: train them with `clipiq train dap-led --config "
-            "configs/dap-led/synthetic.yaml` and pass the result, e.g. create_restorer('dap-led', "
-            "weights='runs/dap-led/synthetic/checkpoint.safetensors') or `clipiq restore ... --method dap-led "
-            "--weights runs/dap-led/synthetic/checkpoint.safetensors`")
+    if weights is None:  # the shipped checkpoint, sha256-checked (a corrupted copy raises WeightsChecksumError)
+        weights = resolve(SHIPPED)
     return load_dap_led(weights, precision=precision, clip_size=clip_size, **run)
 
 
@@ -435,7 +447,7 @@ SPEC = RestorerSpec(
     name=METHOD,
     factory=_factory,
     description="DAP-LED: joint low-light enhancement and deblurring guided by CLIP degradation maps "
-                "(weights from clipiq train dap-led)",
+                "(shipped weights for degradation-clip-v2; others from clipiq train dap-led)",
     pad_multiple=DAPLEDNet.pad_multiple,
     has_weights=True,
     tileable=True,
