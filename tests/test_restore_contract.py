@@ -96,3 +96,21 @@ def test_uint8_input_is_refused_with_a_clear_error(restorer: Restorer) -> None:
 def test_listing_does_not_build() -> None:
     assert list_restorers() == RESTORERS.names() and len(list_restorers()) >= 6
     assert list_restorers("dehaze-dcp*") == ["dehaze-dcp-weak", "dehaze-dcp", "dehaze-dcp-strong"]
+
+
+@pytest.mark.parametrize("name, options", [("dap-led", {}), ("cdasr", {"scale": 2})])
+def test_a_corrupted_copy_of_shipped_weights_is_refused(name, options, tmp_path, monkeypatch) -> None:
+    from clipiq.core import hub
+    from clipiq.core.hub import WeightsChecksumError
+    from clipiq.restore import cdasr, dap_led
+
+    record = {"dap-led": dap_led.SHIPPED, "cdasr": cdasr.SHIPPED[2]}[name]
+    monkeypatch.setenv("CLIPIQ_HOME", str(tmp_path / "home"))  # no checksum marker vouches for the copy
+    bad = tmp_path / record.filename
+    data = bytearray(hub.package_path(record).read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte in the tensors: same size, still readable, not the shipped file
+    bad.write_bytes(bytes(data))
+    real = hub.package_path
+    monkeypatch.setattr(hub, "package_path", lambda rec: bad if rec.name == record.name else real(rec))
+    with pytest.raises(WeightsChecksumError, match=rf"(?s){record.name}.*was not used.*Reinstall"):
+        create_restorer(name, device="cpu", **options)
