@@ -40,7 +40,7 @@ def n_params(m: torch.nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("scale", [2, 3, 4, 8, 16])
 def test_net_shapes(scale):
     net = build_net({"channels": 8, "blocks": 1, "mlp_hidden": 8, "guide_channels": 4}, scale, 32)
     for h, w in ((7, 9), (16, 16)):
@@ -78,11 +78,37 @@ def test_bad_model_options(bad, word):
         build_net(bad, 2, 32)
 
 
+def test_x16_net_and_its_upsampler():
+    """x16: four x2 pixel-shuffle stages then a zero-initialised conv to RGB, so the untrained net is bicubic."""
+    net = build_net({"channels": 8, "blocks": 1, "mlp_hidden": 8, "guide_channels": 4}, 16, 32)
+    x = torch.rand(1, 3, 6, 5)
+    y = net(x, torch.nn.functional.normalize(torch.randn(1, 32), dim=1))
+    assert y.shape == (1, 3, 96, 80)
+    assert torch.allclose(y, torch.nn.functional.interpolate(x, scale_factor=16, mode="bicubic", align_corners=False))
+    shuffles = [m for m in net.upsample if isinstance(m, torch.nn.PixelShuffle)]
+    assert len(shuffles) == 4 and all(m.upscale_factor == 2 for m in shuffles)
+    assert net.output_conv is net.upsample[-1] and net.output_conv.out_channels == 3
+    # x2/x3/x4 keep the single-stage layout (and parameter names) of the shipped checkpoints
+    small = build_net({"channels": 8, "blocks": 1}, 4, 32)
+    assert small.output_conv is small.upsample[0] and len(small.upsample) == 2
+    assert {k for k in small.state_dict() if k.startswith("upsample")} == {"upsample.0.weight", "upsample.0.bias"}
+
+
 def test_bad_scale():
+    for bad in (1, 5, 6, 32):
+        with pytest.raises(ConfigError, match="scale"):
+            CDASRNet(bad, 32)
     with pytest.raises(ConfigError, match="scale"):
-        CDASRNet(5, 32)
-    with pytest.raises(ConfigError, match="scale"):
-        create_restorer("cdasr", scale=8, weights="x.safetensors", device="cpu")
+        create_restorer("cdasr", scale=5, weights="x.safetensors", device="cpu")
+
+
+@pytest.mark.parametrize("scale", [8, 16])
+def test_no_shipped_weights_for_x8_x16(scale):
+    from clipiq.core.errors import WeightsError
+
+    assert set(SHIPPED) == {2, 3, 4}
+    with pytest.raises(WeightsError, match=rf"(?s)no weights ship for x{scale}.*x2/x3/x4.*clipiq train cdasr"):
+        create_restorer("cdasr", scale=scale, device="cpu")
 
 
 def test_registered_and_checks_options():
@@ -269,6 +295,36 @@ def test_train_resume_and_load(tmp_path):
     bad.write_bytes(b"\x80\x04not safetensors")
     with pytest.raises(CheckpointError):
         create_restorer("cdasr", scale=2, weights=str(bad), device="cpu")
+
+
+def test_x8_trains_restores_and_benches_from_the_cli(tmp_path):
+    """`clipiq train cdasr --config configs/cdasr/tiny.yaml scale=8 ...`, then restore to 8x the size and bench on
+    Set5-layout x8 pairs (made by write_srf_pairs)."""
+    from clipiq.cli.main import main
+    from clipiq.data.paired import write_srf_pairs
+
+    photos = photo_files.write_photos(tmp_path / "photos", n=3, size=64, grid=5)
+    val = photo_files.write_photos(tmp_path / "val-hr", n=1, size=72, seed=1, grid=5)
+    write_srf_pairs(val, tmp_path / "val", 8)
+    run_dir = tmp_path / "run"
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "cdasr" / "tiny.yaml"
+    assert main(["train", "cdasr", "--config", str(tiny), "scale=8", f"data.train=[{photos}]",
+                 f"data.val={tmp_path / 'val'}", "data.patch_size=8", "data.workers=0", "train.steps=2",
+                 "train.eval_every=2", "--run-dir", str(run_dir), "--device", "cpu"]) == 0
+    ck = read_method_checkpoint(run_dir / "checkpoint.safetensors", "cdasr")
+    assert int(ck.config["scale"]) == 8
+    restorer = create_restorer("cdasr", scale=8, weights=str(run_dir / "checkpoint.safetensors"), device="cpu")
+    out = restorer(torch.rand(3, 5, 6))
+    assert out.shape == (3, 40, 48) and torch.isfinite(out).all()
+    img = tmp_path / "lr.png"
+    Image.fromarray((np.random.default_rng(3).random((5, 7, 3)) * 255).astype(np.uint8)).save(img)
+    assert main(["restore", str(img), "--method", "cdasr", "--scale", "8", "--weights",
+                 str(run_dir / "checkpoint.safetensors"), "-o", str(tmp_path / "sr"), "--device", "cpu"]) == 0
+    assert Image.open(tmp_path / "sr" / "lr.png").size == (56, 40)
+    assert main(["bench", "--restore", "cdasr", "--option", "scale=8", "--weights",
+                 str(run_dir / "checkpoint.safetensors"), "--pairs", str(tmp_path / "val"), "--crop-border", "8",
+                 "--device", "cpu", "--json", str(tmp_path / "bench.json")]) == 0
+    assert (tmp_path / "bench.json").is_file()
 
 
 def test_no_clip_trains(tmp_path):

@@ -21,6 +21,7 @@ from clipiq.data.paired import (
     find_pairs,
     find_srf_pairs,
     paired_augment,
+    write_srf_pairs,
 )
 from clipiq.degrade import imresize
 
@@ -168,7 +169,7 @@ def photo_folder(photos_dir: Path) -> Path:
     return photos_dir / "mcmaster18"
 
 
-@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("scale", [2, 3, 4, 8, 16])
 def test_synthetic_sr_pairs(photo_folder: Path, scale: int) -> None:
     ds = SyntheticPairDataset(photo_folder, task="sr", scale=scale, patch_size=12, seed=0)
     assert len(ds) == 18
@@ -215,8 +216,21 @@ def test_synthetic_argument_errors(photo_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="task must be one of"):
         SyntheticPairDataset(photo_folder, task="denoise")
     with pytest.raises(ValueError, match="scale must be one of"):
-        SyntheticPairDataset(photo_folder, task="sr", scale=8)
+        SyntheticPairDataset(photo_folder, task="sr", scale=5)
     with pytest.raises(FileNotFoundError, match="no images found"):
         SyntheticPairDataset(tmp_path)
     with pytest.raises(ValueError, match=r"smaller than the gt patch 1000x1000"):
         SyntheticPairDataset(photo_folder, scale=4, patch_size=250)[0]
+
+
+@pytest.mark.parametrize("scale", [8, 16])
+def test_write_srf_pairs_for_large_scales(sr_dir: Path, tmp_path: Path, scale: int) -> None:
+    """x8/x16 pairs in the Set5 layout from a Set5-layout folder's HR files (its LR files are not sources)."""
+    written = write_srf_pairs(sr_dir / "Set5" / "image_SRF_4", tmp_path / "Set5", scale)
+    assert len(written) == 5 and written == find_pairs(tmp_path / "Set5", scale)
+    assert written[0].gt.name == f"img_001_SRF_{scale}_HR.png" and written[0].gt.parent.name == f"image_SRF_{scale}"
+    ds = PairedImageDataset(written, scale=scale)
+    item = ds[0]
+    h, w = item["lq"].shape[-2:]
+    assert item["gt"].shape == (3, h * scale, w * scale)
+    torch.testing.assert_close(item["lq"], _downscale(item["gt"], scale), rtol=0, atol=0)

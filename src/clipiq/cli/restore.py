@@ -54,7 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, default=None,
                    help="tile side in pixels for large images (default: from the memory budget; 0: never tile)")
     p.add_argument("--scale", type=positive_int, default=None,
-                   help="upscaling factor of restorers that take one (cdasr: 2, 3 or 4); same as --option scale=N")
+                   help="upscaling factor of restorers that take one (cdasr: 2, 3, 4, 8 or 16; x8/x16 need "
+                        "--weights); same as --option scale=N")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="restorer option (repeatable), e.g. omega=0.8 or memory_budget=2048 (MiB)")
     p.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")

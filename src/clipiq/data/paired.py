@@ -35,10 +35,12 @@ __all__ = [
     "mod_crop",
     "paired_augment",
     "paired_random_crop",
+    "write_srf_pairs",
 ]
 
 PathLike = str | os.PathLike
-SR_SCALES = (2, 3, 4)
+#: Super-resolution scales of synthesised pairs (``imresize`` by 1/scale): those CDASR trains.
+SR_SCALES = (2, 3, 4, 8, 16)
 PAIR_KINDS = ("sr", "lowlight_blur", "lowlight", "deblur")
 #: The low-light kinds and the part of clipiq.degrade.lowlight_blur_pair each one teaches.
 _LOWLIGHT_PARTS = {"lowlight_blur": "both", "lowlight": "lowlight", "deblur": "blur"}
@@ -81,6 +83,39 @@ def find_srf_pairs(folder: PathLike, scale: int) -> list[ImagePair]:
         pairs.append(ImagePair(lq=kinds["LR"], gt=kinds["HR"]))
     if not pairs:
         raise FileNotFoundError(f"{d}: no *_SRF_{scale}_HR / *_SRF_{scale}_LR image pairs")
+    return pairs
+
+
+def write_srf_pairs(hr_images: PathLike | Iterable[PathLike], folder: PathLike, scale: int) -> list[ImagePair]:
+    """Write Set5-layout pairs ``folder/image_SRF_{s}/{stem}_SRF_{s}_{HR,LR}.png`` from HR images (a folder or files)
+    for :func:`find_srf_pairs`, e.g. the x8/x16 pairs of Set5 or Urban100: the HR cropped to a multiple of the scale,
+    the LR its MATLAB-bicubic :func:`clipiq.degrade.imresize` by 1/scale, both 8-bit PNG. A ``*_SRF_{k}_HR`` source
+    keeps its stem (``img_001_SRF_4_HR.png`` -> ``img_001_SRF_8_HR.png``) and a ``*_SRF_{k}_LR`` one is skipped, so a
+    Set5-layout folder can be the source. Returns the pairs written."""
+    from clipiq import degrade
+    from clipiq.data.io import save_image
+
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
+        raise ValueError(f"scale must be an integer >= 2, got {scale!r}")
+    items = [hr_images] if isinstance(hr_images, (str, os.PathLike)) else list(hr_images)
+    paths = list(list_images(items))
+    if not paths:
+        raise FileNotFoundError(f"no images found in {items}")
+    out = Path(folder) / f"image_SRF_{scale}"
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = []
+    for p in paths:
+        m = _SRF_NAME.match(p.name)
+        if m and m["kind"].upper() == "LR":  # a Set5-layout folder: only its HR files are sources
+            continue
+        stem = m["stem"] if m else p.stem
+        hr = mod_crop(load_image(p), scale)
+        if min(hr.shape[-2:]) < scale:
+            raise ValueError(f"{p}: smaller than the scale {scale}")
+        pair = ImagePair(lq=out / f"{stem}_SRF_{scale}_LR.png", gt=out / f"{stem}_SRF_{scale}_HR.png")
+        save_image(hr, pair.gt)
+        save_image(degrade.imresize(hr, 1 / scale).clamp_(0, 1), pair.lq)
+        pairs.append(pair)
     return pairs
 
 
@@ -248,7 +283,7 @@ class SyntheticPairDataset(_PairBase):
     """Pairs synthesised on the fly from clean photos.
 
     ``task="sr"``: ``gt`` is the photo (cropped to a multiple of ``scale``) and ``lq`` its MATLAB-bicubic
-    downscale by ``scale`` (2, 3 or 4), rounded to 8-bit levels as saved LR files are.
+    downscale by ``scale`` (2, 3, 4, 8 or 16), rounded to 8-bit levels as saved LR files are.
     ``task="lowlight_blur"``: ``lq, gt`` come from :func:`clipiq.degrade.lowlight_blur_pair` and have the
     same size; ``"lowlight"`` (enhancement only) and ``"deblur"`` (deblurring only) are its single-task parts,
     for enhance-then-deblur baselines. With ``patch_size`` (in lq pixels)

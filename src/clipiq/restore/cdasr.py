@@ -2,17 +2,20 @@
 
 The network (:class:`CDASRNet`) is a light IMDN-style SR backbone (Hui et al. 2019: information
 multi-distillation blocks with contrast-aware channel attention, a 1x1 fusion of every block's output and a
-pixel-shuffle upsampler; written here) with the paper's CLIP-guided feature alignment: the frozen offline
-CLIP's L2-normalised embedding of the low-resolution image goes through a two-layer MLP and Conv-ReLU-Conv to a
-guidance map that is concatenated with the shallow SR features and fused by a 1x1 conv, so every block sees
-features aligned to the image's CLIP description (its degradation and content).
+pixel-shuffle upsampler: one conv and shuffle at x2/x3/x4, repeated x2 stages at x8/x16; written here) with the
+paper's CLIP-guided feature alignment: the frozen offline CLIP's L2-normalised embedding of the low-resolution image
+goes through a two-layer MLP and Conv-ReLU-Conv to a guidance map that is concatenated with the shallow SR features
+and fused by a 1x1 conv, so every block sees features aligned to the image's CLIP description (its degradation and
+content).
 
 Choices where the paper is silent (see docs/methods/cdasr.md):
 
 * the MLP's hidden width is ``mlp_hidden`` (default 256) and its output ``guide_channels`` (default 64, the
   feature width): the paper's 1024 and 512 would give 2.04M parameters in all at x2 (measured) with the
   256-d embedding of degradation-clip-v2, beyond the 0.3-1M budget of a light network and slow on CPU; the
-  defaults give 0.79M (x2) to 0.81M (x4) in all;
+  defaults give 0.79M (x2) to 0.81M (x4) in all, and 1.23M (x8) and 1.38M (x16), whose upsampler has three or
+  four x2 stages (a conv to 4x the feature width and a pixel shuffle by 2 each, no activation, as EDSR's) and a
+  conv to RGB;
 * the guidance is one vector per image broadcast over the feature map, so the Conv-ReLU-Conv are 1x1 convs
   applied before broadcasting (identical to applying them to the broadcast map, without border effects);
 * the bicubic upscale of the input is added to the output (global residual) and the output conv starts at zero,
@@ -25,7 +28,8 @@ CLIP is reached through :mod:`clipiq.clip` only, never trained, and never saved:
 backbone's name and sha256 and loading refuses another backbone. Checkpoints are ``clipiq-method/1``
 safetensors written by ``clipiq train cdasr`` (``run_dir/checkpoint.safetensors``). Without ``weights``, the
 checkpoint shipped inside the package for the scale (:data:`SHIPPED`, x2/x3/x4, trained on
-``degradation-clip-v2``; see docs/models/cdasr.md) is used, its sha256 checked.
+``degradation-clip-v2``; see docs/models/cdasr.md) is used, its sha256 checked; none ships for x8/x16 (train
+them: ``configs/cdasr/x8.yaml``), so those need ``weights``.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
 from clipiq.clip.preprocess import Preprocess
 from clipiq.core.errors import CheckpointError, ConfigError
-from clipiq.core.hub import HubFile, resolve
+from clipiq.core.hub import HubFile, WeightsUnavailableError, resolve
 from clipiq.core.image import check_image_batch
 from clipiq.restore.base import RUN_OPTIONS, Restorer
 from clipiq.restore.registry import RestorerSpec
@@ -56,7 +60,10 @@ __all__ = ["MODEL_DEFAULTS", "SHIPPED", "SPEC", "CDASRNet", "CDASRRestorer", "bu
            "clip_image_embedding"]
 
 PAPER = "Lu et al., CLIP-aware Domain-Adaptive Super-Resolution, arXiv 2505.12391, 2025"
-SCALES = (2, 3, 4)
+#: The scales the network and its training take: x2/x3/x4 with a single pixel-shuffle upsampler, x8/x16 with
+#: repeated x2 stages. Weights ship for x2/x3/x4 only (:data:`SHIPPED`); x8/x16 come from ``clipiq train cdasr``.
+SCALES = (2, 3, 4, 8, 16)
+SINGLE_STAGE_SCALES = (2, 3, 4)
 
 
 def _shipped(scale: int, sha256: str, size: int) -> HubFile:
@@ -171,11 +178,29 @@ class CDASRNet(nn.Module):
         self.body = nn.ModuleList(DistillationBlock(channels) for _ in range(blocks))
         self.body_fuse = nn.Sequential(nn.Conv2d(channels * blocks, channels, 1), nn.LeakyReLU(0.05, inplace=True))
         self.body_conv = nn.Conv2d(channels, channels, 3, padding=1)
-        self.upsample = nn.Sequential(nn.Conv2d(channels, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+        if scale in SINGLE_STAGE_SCALES:
+            # x2/x3/x4: one conv to 3*scale^2 channels and one pixel shuffle (the shipped checkpoints' layout)
+            self.upsample = nn.Sequential(nn.Conv2d(channels, 3 * scale * scale, 3, padding=1),
+                                          nn.PixelShuffle(scale))
+        else:
+            # x8/x16: log2(scale) x2 stages (conv to 4*channels, pixel shuffle by 2; linear, as EDSR's upsampler),
+            # then a conv to RGB at the output size
+            stages: list[nn.Module] = []
+            for _ in range(scale.bit_length() - 1):
+                stages += [nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2)]
+            self.upsample = nn.Sequential(*stages, nn.Conv2d(channels, 3, 3, padding=1))
         # Zero-initialised output conv: an untrained network is PyTorch's bicubic upscale (24 dB on Set5 x2 with a
         # random one), so a short CPU run starts near the baseline instead of climbing back to it.
-        nn.init.zeros_(self.upsample[0].weight)
-        nn.init.zeros_(self.upsample[0].bias)
+        nn.init.zeros_(self.output_conv.weight)
+        nn.init.zeros_(self.output_conv.bias)
+
+    @property
+    def output_conv(self) -> nn.Conv2d:
+        """The upsampler's last conv, the one giving RGB (zero at init): ``upsample[0]`` at x2/x3/x4 (before its
+        pixel shuffle), ``upsample[-1]`` at x8/x16 (after the x2 stages)."""
+        conv = self.upsample[0] if self.scale in SINGLE_STAGE_SCALES else self.upsample[-1]
+        assert isinstance(conv, nn.Conv2d)
+        return conv
 
     def guidance(self, embedding: Tensor | None, n: int) -> Tensor:
         """(N, guide_channels, 1, 1) guidance vectors from the embeddings (or the learned vector without CLIP)."""
@@ -236,7 +261,8 @@ class CDASRRestorer(Restorer):
     name = "cdasr"
     tileable = True
     # Float32 working memory per input pixel, estimated for the default network: the blocks' outputs kept for the
-    # fusion and their concatenation (2 x 6 x 64 values), a few live 64-channel maps, and the scale^2 output.
+    # fusion and their concatenation (2 x 6 x 64 values), a few live 64-channel maps, and the scale^2 output
+    # (x8/x16 add their x2 stages' maps in __init__).
     bytes_per_pixel = 8192
 
     def __init__(self, scale: int = 2, weights: str | os.PathLike | None = None, *, precision: str = "fp32",
@@ -246,6 +272,12 @@ class CDASRRestorer(Restorer):
         unknown = set(run) - set(RUN_OPTIONS)
         if unknown:
             raise ConfigError(f"cdasr: unknown options {sorted(unknown)}")
+        if weights is None and scale not in SHIPPED:
+            shipped = "/".join(f"x{k}" for k in SHIPPED)
+            raise WeightsUnavailableError(
+                f"cdasr: no weights ship for x{scale} (only {shipped}); train them with `clipiq train cdasr "
+                f"--config configs/cdasr/x8.yaml{'' if scale == 8 else ' scale=16 data.patch_size=12'}` (see "
+                f"docs/methods/cdasr.md) and give the run's checkpoint.safetensors as weights (--weights)")
         if weights is None:  # the shipped checkpoint, sha256-checked (a corrupted copy raises WeightsChecksumError)
             weights = resolve(SHIPPED[scale])
         self.scale = scale
@@ -263,6 +295,8 @@ class CDASRRestorer(Restorer):
         except RuntimeError as e:
             raise CheckpointError(f"cdasr: {weights} does not fit the network its config describes: {e}") from e
         self.net.requires_grad_(False).eval()
+        if scale not in SINGLE_STAGE_SCALES:  # x8/x16: the x2 stages' maps (4*channels at up to scale^2/4 pixels)
+            self.bytes_per_pixel = type(self).bytes_per_pixel + 8 * self.net.head.out_channels * scale * scale
         self.weights = str(weights)
         # The embedding of the image being restored, per thread: restore_tensor sets it for the tiles of one image,
         # so threads sharing this restorer never see each other's image.
@@ -300,5 +334,5 @@ SPEC = RestorerSpec(
     name="cdasr", factory=CDASRRestorer, task="super-resolution", scale=2, has_weights=True, tileable=True,
     options=("scale",), defaults={"scale": 2}, paper=PAPER,
     description="CLIP-aware domain-adaptive SR: light IMDN-style network guided by the frozen offline CLIP "
-                "(x2/x3/x4; shipped weights for degradation-clip-v2, others from `clipiq train cdasr`)",
+                "(x2/x3/x4/x8/x16; x2/x3/x4 weights ship for degradation-clip-v2, others from `clipiq train cdasr`)",
 )

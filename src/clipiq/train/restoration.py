@@ -226,7 +226,7 @@ def restoration_defaults(method: str, model: Mapping[str, Any], **sections: Any)
         "method": method,
         "seed": 0,
         "kind": "sr",  # sr | lowlight_blur | lowlight | deblur (clipiq.data.paired.PAIR_KINDS)
-        "scale": 2,  # SR only: 2, 3 or 4 (1 for same-size restoration)
+        "scale": 2,  # SR only: 2, 3, 4, 8 or 16 (1 for same-size restoration)
         "ema": 0.999,  # decay of the weights' moving average; 0 turns it off
         "init": "",  # a method checkpoint of the same network to start from (BasicSR's pretrain_network_g)
         "data": {
