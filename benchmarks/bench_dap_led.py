@@ -252,8 +252,8 @@ def network_rows(args: argparse.Namespace, quick: dict[str, str]) -> dict[str, R
             rows[name] = Row(name, sha, wrap(r), info={"uses_clip": uses_clip, "checkpoint": used})
             if uses_clip != (name == "dap-led"):
                 log(f"warning: the {name} checkpoint has model.clip={uses_clip}")
-    needs = ("needs --enhance-checkpoint and --deblur-checkpoint (single-task training is not supported by the "
-             "pair data yet: see docs/methods/dap-led.md)")
+    needs = ("needs --enhance-checkpoint and --deblur-checkpoint (the network trained with kind=lowlight and "
+             "kind=deblur: see docs/methods/dap-led.md)")
     enh, sha_e, why_e, used_e = single("enhance", args.enhance_checkpoint, quick.get("clip"), needs)
     deb, sha_d, why_d, used_d = single("deblur", args.deblur_checkpoint, quick.get("clip"), needs)
     if enh is None or deb is None:

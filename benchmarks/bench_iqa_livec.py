@@ -130,6 +130,13 @@ def zero_shot_and_probe(backbone: str, labels, parts: Sequence[Mapping[str, list
         t_embed = time.perf_counter() - t0
         out.mkdir(parents=True, exist_ok=True)
         np.savez(saved, paths=names, pred=pred, feats=feats, t_score=t_score, t_embed=t_embed)
+    # A picture beside the numbers: zero-shot predictions against MOS over all the images.
+    from clipiq.eval import srcc
+    from clipiq.report.figures import scatter_png
+
+    (out / f"scatter-clipiqa-{backbone}.png").write_bytes(scatter_png(
+        pred, targets, xlabel=f"zero-shot clipiqa ({backbone})", ylabel="MOS (normalised)",
+        title=f"LIVE Challenge dev, {len(pred)} images: SRCC {float(srcc(pred, targets)):.3f}"))
     zs, ridge = [], []
     for r, part in enumerate(parts):
         test = part["test"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -10,8 +11,10 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from clipiq.explain import DEGRADATION_MAPS, Explanation, RegionExplanation
 from clipiq.report import PAGE_BUDGET, ReportError, write, write_image_page
@@ -338,3 +341,14 @@ def test_sort_is_numeric_and_filter_hides_rows(tmp_path):
 def test_importing_the_report_does_not_import_matplotlib():
     code = "import sys, clipiq.report; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_scatter_png_draws_pairs_and_refuses_mismatched_lengths():
+    from clipiq.report.figures import scatter_png
+
+    png = scatter_png([0.1, 0.5, float("nan"), 0.9], [0.2, 0.4, 0.5, 1.0], title="x")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    im = Image.open(io.BytesIO(png))
+    assert im.size == (400, 360) and np.asarray(im.convert("L")).std() > 5
+    with pytest.raises(ValueError, match="3 predictions for 2"):
+        scatter_png([1, 2, 3], [1, 2])

@@ -209,6 +209,34 @@ def histogram_png(scores: Sequence[float], metric: str) -> bytes:
     return buf.getvalue()
 
 
+def scatter_png(predicted: Sequence[float], truth: Sequence[float], *, xlabel: str = "prediction",
+                ylabel: str = "MOS", title: str = "") -> bytes:
+    """Predictions against opinion scores (pairs with a NaN dropped) as a small PNG on matplotlib's Agg canvas."""
+    if len(predicted) != len(truth):
+        raise ValueError(f"scatter_png: {len(predicted)} predictions for {len(truth)} opinion scores")
+    _matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    pairs = [(float(p), float(t)) for p, t in zip(predicted, truth) if math.isfinite(float(p)) and
+             math.isfinite(float(t))]
+    fig = Figure(figsize=(4.0, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if pairs:
+        xs, ys = zip(*pairs)
+        ax.scatter(xs, ys, s=9, alpha=0.6, color="#4a78b5", edgecolors="none")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
 __all__ = [
     "DEGRADATION_CMAP",
     "HEATMAP_CMAP",
@@ -222,6 +250,7 @@ __all__ = [
     "encode_jpeg",
     "heatmap_overlay",
     "histogram_png",
+    "scatter_png",
     "map_picture",
     "photo",
     "regions_picture",
