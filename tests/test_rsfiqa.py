@@ -263,10 +263,19 @@ def test_checkpoint_round_trip_and_metric_contract(tmp_path):
     assert all(0 <= s <= 1 for s in out["region_scores"])
 
 
-def test_metric_needs_a_checkpoint():
+def test_the_shipped_checkpoint_scores_with_no_arguments_and_others_need_one():
+    from clipiq.core import hub
+    from clipiq.iqa.rsfiqa import SHIPPED
+
+    record = SHIPPED["degradation-clip-v2"]
+    path = hub.package_path(record)
+    assert path.stat().st_size == record.size and hub.sha256_file(path) == record.sha256
+    metric = clipiq.create_metric("rsfiqa", device="cpu")
+    scores = metric(torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(0)))
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
     with pytest.raises(ValueError, match="rsfiqa needs a trained checkpoint: none ships for backbone "
-                                         "'degradation-clip-v2'.*clipiq train rsfiqa"):
-        clipiq.create_metric("rsfiqa")
+                                         "'test-tiny'.*clipiq train rsfiqa"):
+        clipiq.create_metric("rsfiqa", model="test-tiny")
 
 
 def test_ablations_build_and_describer_none_has_no_gate():

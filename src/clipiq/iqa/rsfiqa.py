@@ -73,6 +73,7 @@ from clipiq.clip.preprocess import Preprocess, check_aspect_ratio, interpolate
 from clipiq.clip.prompts import TextFeatureCache, phrase_prompts, prompt_probabilities
 from clipiq.clip.stem_cache import tensor_digest
 from clipiq.clip.tokenizer import tokenize
+from clipiq.core.hub import HubFile
 from clipiq.core.tensors import load_trainable_state, trainable_state
 from clipiq.iqa.registry import get_metric_spec
 from clipiq.iqa.trained import TrainedMetric
@@ -609,13 +610,27 @@ def load_model(checkpoint: str | os.PathLike, model: str | None = None, weights:
     return m.eval()
 
 
+#: Checkpoints shipped inside the package, by the backbone they were trained on (see docs/models/rsfiqa.md).
+SHIPPED: dict[str, HubFile] = {
+    "degradation-clip-v2": HubFile(
+        name="rsfiqa-degradation-clip-v2",
+        package_file="weights/rsfiqa-degradation-clip-v2.safetensors",
+        sha256="06df4d5a14c202c1f2a257b52aef0f346fa6d5b7453d1c4a0a645de177720190",
+        size=4144,
+        license="MIT",  # this project's own checkpoint, under the project's licence
+        description="RSFIQA for degradation-clip-v2 (configs/rsfiqa/livec.yaml): round 0 of the LIVE Challenge "
+                    "development benchmark, trained on 288 of its 400 images (32 more for early stopping).",
+    ),
+}
+
+
 class RSFIQA(TrainedMetric):
     """The ``rsfiqa`` metric: a trained RSFIQA checkpoint; ``score_regions`` explains a score region by region."""
 
     spec = get_metric_spec(METHOD)
     load_net = staticmethod(load_model)
     train_command = "clipiq train rsfiqa --config configs/rsfiqa/livec.yaml"
-    shipped = {}  # a shipped checkpoint comes later
+    shipped = SHIPPED
     default_backbone = "degradation-clip-v2"
 
     def __init__(self, model: str | None = None, weights: str | None = None, device: torch.device | None = None,
