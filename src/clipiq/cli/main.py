@@ -13,7 +13,7 @@ from clipiq.core.registry import Registry
 
 # Each command is a module exposing register(subparsers); a new command is an entry here, not a branch.
 COMMANDS: Registry = Registry("command")
-for _module in ("score", "restore", "info", "bench", "make_dataset", "train", "adapt", "explain"):
+for _module in ("score", "restore", "info", "bench", "make_dataset", "train", "adapt", "explain", "serve"):
     COMMANDS.register_lazy(_module, f"clipiq.cli.{_module}")
 
 
