@@ -25,9 +25,6 @@ from clipiq.cli.results import input_key, unique_inputs
 from clipiq.core.files import atomic_write, exclusive_lock
 from clipiq.data.io import DEFAULT_MAX_PIXELS, list_images
 from clipiq.data.runner import BatchRunner
-from clipiq.explain import DEFAULT_MAX_SIDE, Explainer
-from clipiq.report import IndexEntry, index_entry, write_image_page, write_index
-from clipiq.report.checks import unique_names
 
 MANIFEST = "explain.json"
 LOG = "explain.jsonl"
@@ -52,8 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also restore each image with this restorer (e.g. dap-led, cdasr) and show both")
     p.add_argument("--restore-option", action="append", default=[], metavar="KEY=VALUE",
                    help="restorer option (repeatable), e.g. scale=2")
-    p.add_argument("--max-side", type=positive_int, default=DEFAULT_MAX_SIDE,
-                   help=f"explain a copy at most this many pixels on its longer side (default {DEFAULT_MAX_SIDE})")
+    p.add_argument("--max-side", type=positive_int, default=None,
+                   help="explain a copy at most this many pixels on its longer side (default 768)")
     p.add_argument("--worst-best", type=int, default=6, help="images in the worst and best galleries (default 6)")
     p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2)")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
@@ -85,6 +82,11 @@ def _read_log(path: Path) -> dict[str, dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     """Explain everything; exit 0 when all were explained, 1 when some failed, 2 for usage errors."""
+    # Imported here: listing commands (`clipiq --help`, `clipiq metrics`) must not load the metrics and segmenters.
+    from clipiq.explain import DEFAULT_MAX_SIDE, Explainer
+
+    if args.max_side is None:
+        args.max_side = DEFAULT_MAX_SIDE
     if args.workers < 1:
         raise ValueError("--workers must be at least 1")
     out: Path = args.output
@@ -119,7 +121,10 @@ def run(args: argparse.Namespace) -> int:
         return _explain(args, out, paths, explainer)
 
 
-def _explain(args: argparse.Namespace, out: Path, paths: list[Path], explainer: Explainer) -> int:
+def _explain(args: argparse.Namespace, out: Path, paths: list[Path], explainer: Any) -> int:
+    from clipiq.report import IndexEntry, index_entry, write_image_page, write_index
+    from clipiq.report.checks import unique_names
+
     log_path = out / LOG
     done = _read_log(log_path)
     keys = [input_key(p) for p in paths]
