@@ -3,39 +3,21 @@ Selenium. Skipped, with the reason, where either is missing (``.ci/run`` install
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from selenium.webdriver.common.by import By
 
+import headless_browser  # skips this module, with the reason, without selenium or chromium
 from clipiq.report import write
 from test_report import ERROR, fake
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
-if not (CHROMIUM and DRIVER):
-    pytest.skip("no headless browser: install Debian's chromium and chromium-driver (apt-get install chromium "
-                "chromium-driver) to run the report's browser tests", allow_module_level=True)
-from selenium.webdriver.common.by import By  # noqa: E402  (after the skip: selenium may be absent)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,1600", "--allow-file-access-from-files"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    try:
-        driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=opts)
-    except Exception as e:  # a browser that is installed but cannot start here (no sandbox support...)
-        pytest.skip(f"headless chromium did not start: {str(e).splitlines()[0]}")
-    yield driver
-    driver.quit()
+    yield from headless_browser.start("--allow-file-access-from-files")
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +28,7 @@ def report(tmp_path_factory) -> Path:
     return write(results, out, failures=[("broken/x.jpg", ERROR)], worst_best_k=2)
 
 
-def _errors(browser) -> list[str]:
-    return [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+_errors = headless_browser.severe_console_errors
 
 
 def _scores(browser) -> list[float]:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -15,12 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
-if not (CHROMIUM and DRIVER):
-    pytest.skip("no headless browser: install Debian's chromium and chromium-driver (apt-get install chromium "
-                "chromium-driver) to run the service page's browser tests", allow_module_level=True)
+import headless_browser  # skips this module, with the reason, without selenium or chromium
+
 pytest.importorskip("fastapi", reason="the service needs its extra: pip install .[serve]")
 uvicorn = pytest.importorskip("uvicorn", reason="the service needs its extra: pip install .[serve]")
 httpx = pytest.importorskip("httpx", reason="the service needs its extra: pip install .[serve]")
@@ -83,18 +78,7 @@ def keyed_server() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser():
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,1600"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    try:
-        driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=opts)
-    except Exception as e:  # a browser that is installed but cannot start here (no sandbox support...)
-        pytest.skip(f"headless chromium did not start: {str(e).splitlines()[0]}")
-    yield driver
-    driver.quit()
+    yield from headless_browser.start()
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +95,7 @@ def photo(tmp_path_factory) -> Path:
     return path
 
 
-def _errors(browser) -> list[str]:
-    return [e["message"] for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+_errors = headless_browser.severe_console_errors
 
 
 def _open(browser, base: str) -> None:
