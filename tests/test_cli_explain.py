@@ -60,6 +60,17 @@ def test_other_settings_are_refused_and_foreign_pages_never_overwritten(photos: 
     assert main(["explain", str(photos), "-o", str(out), *FAST]) == 1
     assert (out / "img1.html").read_text() == "mine"
     assert any("not written by clipiq explain" in r["error"] for r in _log(out))
+    assert main(["explain", str(photos), "-o", str(out), *FAST]) == 1  # the retry must not overwrite it either
+    assert (out / "img1.html").read_text() == "mine"
+    (photos / "img9.png").write_bytes((photos / "img0.png").read_bytes())
+    (out / "img9_files").mkdir()  # a foreign folder where the new page's pictures would go
+    assert main(["explain", str(photos), "-o", str(out), *FAST]) == 1
+    assert not (out / "img9.html").exists() and not any((out / "img9_files").iterdir())
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "index.html").write_text("theirs")
+    assert main(["explain", str(photos), "-o", str(foreign), *FAST]) == 2
+    assert (foreign / "index.html").read_text() == "theirs"
     capsys.readouterr()
     assert main(["explain", str(photos), "-o", str(out), *FAST, "--describer", "none"]) == 2
     assert "use another folder" in capsys.readouterr().err

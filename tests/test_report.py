@@ -352,3 +352,10 @@ def test_scatter_png_draws_pairs_and_refuses_mismatched_lengths():
     assert im.size == (400, 360) and np.asarray(im.convert("L")).std() > 5
     with pytest.raises(ValueError, match="3 predictions for 2"):
         scatter_png([1, 2, 3], [1, 2])
+
+
+def test_page_names_never_end_in_html():
+    from clipiq.report.checks import unique_names
+
+    names = unique_names(["x/a.html.png", "y/a.png", "index.html.jpg", "b.HTM.htm.png"])
+    assert names == ["a", "a-2", "index-2", "b"]

@@ -292,3 +292,14 @@ def test_import_clipiq_does_not_import_the_web_stack():
            "'prometheus_client', 'clipiq.serve') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_restored_output_above_the_pixel_limit_is_refused_before_restoring():
+    settings = ServeSettings(model="test-tiny", device="cpu", restore=("cdasr",), max_pixels=40 * 40)
+    with TestClient(create_app(settings, models=load_models(settings, explain=False))) as client:
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros((30, 30, 3), np.uint8)).save(buf, format="PNG")
+        r = client.post("/v1/restore", files={"file": ("small.png", buf.getvalue(), "image/png")},
+                        data={"method": "cdasr"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "image_too_large"
+    assert "small.png" in r.json()["error"]["message"] and "x2" in r.json()["error"]["message"]

@@ -230,3 +230,17 @@ def test_init_starts_from_a_checkpoint_of_the_same_network_in_any_float_dtype(tm
         TinyTask({**cfg, "scale": 3, "init": str(half)})
     with pytest.raises(CheckpointError):
         TinyTask({**cfg, "init": str(tmp_path / "first" / "metrics.csv")})
+
+
+def test_the_photo_cache_stops_at_its_cap(tmp_path, monkeypatch):
+    from clipiq.data import paired
+
+    cfg = tiny_cfg(tmp_path)
+    task = TinyTask({**cfg, "data": {**cfg["data"], "workers": 0, "cache_photos": True}})
+    ds = task.train_set
+    one = ds.photo(0).numel()
+    monkeypatch.setattr(paired, "PHOTO_CACHE_BYTES", one)  # room for one photo's 8-bit levels
+    for i in range(len(ds)):
+        ds.photo(i)
+    assert len(ds._cache) == 1 and ds._cache_bytes <= one
+    assert torch.equal(ds.photo(len(ds) - 1), ds.photo(len(ds) - 1))  # uncached photos are still read

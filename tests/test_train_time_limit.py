@@ -105,3 +105,35 @@ def test_resume_ignores_run_control_keys_but_not_the_rest(tmp_path, clock):
 def test_negative_time_limit_is_refused(tmp_path, clock):
     with pytest.raises(ValueError, match="time_limit"):
         Trainer(ToyTask(clock), _cfg(time_limit=-1), tmp_path, torch.device("cpu"), progress=False)
+
+
+class SlowBatches(ToyTask):
+    """Each batch takes time to fetch: the limit can run out between two steps."""
+
+    def __init__(self, clock: FakeClock, fetch_seconds: float):
+        super().__init__(clock, step_seconds=0.0)
+        self.fetch_seconds = fetch_seconds
+
+    def batches(self, start_step: int):
+        for batch in super().batches(start_step):
+            self.clock.now += self.fetch_seconds
+            yield batch
+
+
+def test_time_running_out_between_steps_still_evaluates_and_saves_the_last_step(tmp_path, clock):
+    task = SlowBatches(clock, fetch_seconds=3.0)
+    # eval and checkpoints only at the end: the run must still end evaluated and saved
+    tr = Trainer(task, _cfg(time_limit=10, eval_every=0, ckpt_every=0), tmp_path, torch.device("cpu"),
+                 progress=False)
+    fit = tr.fit()
+    assert fit["steps"] == 3  # fetched at 3, 6, 9 s; the 4th batch arrives at 12 s, past the limit
+    assert task.evaluations == 1 and tr.last_path.exists() and tr.best_path.exists()
+    assert engine.read_trainer_checkpoint(tr.last_path)["step"] == 3
+
+
+def test_an_empty_init_is_the_same_run_as_none():
+    a, b = _cfg(steps=4), _cfg(steps=4)
+    b["init"] = ""
+    assert resume_config_json(a) == resume_config_json(b)
+    b["init"] = "runs/x/checkpoint.safetensors"
+    assert resume_config_json(a) != resume_config_json(b)

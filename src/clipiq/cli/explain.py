@@ -110,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
     # One run per report folder at a time: a second is refused rather than racing for the same files.
     with exclusive_lock(out / LOCK, str(out)):
         stored = json.loads((out / MANIFEST).read_text(encoding="utf-8")) if (out / MANIFEST).exists() else None
+        if stored is None and (out / "index.html").exists():
+            raise ValueError(f"{out / 'index.html'} exists and was not written by clipiq explain; use another folder")
         if stored is not None and stored != record:
             raise ValueError(f"{out} holds a report made with {json.dumps(stored)}; use another folder for "
                              f"{json.dumps(record)}")
@@ -151,13 +153,17 @@ def _explain(args: argparse.Namespace, out: Path, paths: list[Path], explainer: 
             key = input_key(src)
             name = name_of[key]
             row: dict[str, Any] = {"key": key, "source": str(src), "name": name, "error": ""}
+            if done.get(key, {}).get("written") == name:  # a page written by an earlier run stays ours
+                row["written"] = name
             try:
                 ex = result.unwrap()
                 ex.source = str(src)
-                page = out / f"{name}.html"
-                if page.exists() and done.get(key, {}).get("name") != name:
-                    raise FileExistsError(f"{page} exists and was not written by clipiq explain; not overwritten")
+                ours = done.get(key, {}).get("written") == name  # this command wrote that page before
+                for mine in (out / f"{name}.html", out / f"{name}_files"):
+                    if mine.exists() and not ours:
+                        raise FileExistsError(f"{mine} exists and was not written by clipiq explain; not overwritten")
                 write_image_page(ex, out, name, index_href="index.html")
+                row["written"] = name
                 row["entry"] = dataclasses.asdict(index_entry(ex, name))
             except Exception as e:  # one bad image is a row, never the end of the run
                 row["error"] = str(e) or type(e).__name__

@@ -279,6 +279,10 @@ class PairedImageDataset(_PairBase):
         return {"lq": lq, "gt": gt, "index": index, "lq_path": str(pair.lq), "gt_path": str(pair.gt)}
 
 
+#: The most a dataset's decoded-photo cache holds (the 291 SR photos take about 100 MB, DIV2K's 800 about 6.6 GB).
+PHOTO_CACHE_BYTES = 2 * 1024**3
+
+
 class SyntheticPairDataset(_PairBase):
     """Pairs synthesised on the fly from clean photos.
 
@@ -288,8 +292,9 @@ class SyntheticPairDataset(_PairBase):
     same size; ``"lowlight"`` (enhancement only) and ``"deblur"`` (deblurring only) are its single-task parts,
     for enhance-then-deblur baselines. With ``patch_size`` (in lq pixels)
     the gt patch is cut first and degraded on its own, which is much cheaper than degrading the photo.
-    ``cache_photos`` keeps each photo decoded (8-bit, 3 bytes a pixel) after its first use: training reads every
-    photo many times, and decoding costs more than cutting and degrading a patch.
+    ``cache_photos`` keeps each photo decoded (8-bit, 3 bytes a pixel) after its first use, up to
+    :data:`PHOTO_CACHE_BYTES` per dataset: training reads every photo many times, and decoding costs more than
+    cutting and degrading a patch.
     """
 
     def __init__(
@@ -315,6 +320,7 @@ class SyntheticPairDataset(_PairBase):
         self.task = task
         self.scale = int(scale) if task == "sr" else 1
         self._cache: dict[int, torch.Tensor] | None = {} if cache_photos else None
+        self._cache_bytes = 0
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -327,7 +333,9 @@ class SyntheticPairDataset(_PairBase):
         if kept is None:
             # 8-bit levels hold an 8-bit photo exactly at a quarter of float32's memory.
             kept = load_image(self.paths[index]).mul(255).round_().to(torch.uint8)
-            self._cache[index] = kept  # a race only decodes twice: both threads store the same tensor
+            if self._cache_bytes + kept.numel() <= PHOTO_CACHE_BYTES:  # beyond the cap: decoded on every use
+                self._cache[index] = kept  # a race only decodes twice: both threads store the same tensor
+                self._cache_bytes += kept.numel()
         return kept.float().div_(255)
 
     def _load(self, index: int, epoch: int) -> dict[str, Any]:

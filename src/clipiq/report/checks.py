@@ -103,6 +103,9 @@ def report_folder(out_dir: str | PurePath) -> Path:
     return p
 
 
+_HTML_SUFFIX = re.compile(r"(\.html?)+$", re.IGNORECASE)
+
+
 def safe_name(text: str, default: str = "image", *, stem: bool = True) -> str:
     """A file-name stem from ``text``: letters, digits, ``.``, ``_`` and ``-`` only, no leading dot.
 
@@ -111,6 +114,8 @@ def safe_name(text: str, default: str = "image", *, stem: bool = True) -> str:
     path = PurePath(text.replace("\\", "/")) if text else PurePath()
     base = path.stem if stem else path.name
     base = _UNSAFE.sub("_", base).strip("._-")[:MAX_NAME].rstrip("._-")
+    # A name is a page's stem: one ending in .html would name another page (a.html.png -> a.html -> a.html.html).
+    base = _HTML_SUFFIX.sub("", base).rstrip("._-")
     return base or default
 
 

@@ -16,6 +16,7 @@ import hmac
 import io
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -136,12 +137,13 @@ class _Telemetry:
 class _Gate:
     """At most ``limit`` requests admitted at once, refused (not queued) beyond: bounds waiting memory."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, what: str = "such"):
         self._sem = threading.BoundedSemaphore(limit)
+        self.limit, self.what = limit, what
 
     def __enter__(self) -> _Gate:
         if not self._sem.acquire(blocking=False):
-            raise ServeError("queue_full", f"more than {MAX_WAITING_HEAVY} such requests are waiting; retry shortly",
+            raise ServeError("queue_full", f"more than {self.limit} {self.what} requests are waiting; retry shortly",
                              headers={"Retry-After": "1"})
         return self
 
@@ -165,6 +167,9 @@ class Service:
         self.restore_lock = threading.Lock()
         self.explain_gate = _Gate(MAX_WAITING_HEAVY)
         self.restore_gate = _Gate(MAX_WAITING_HEAVY)
+        # Score requests in flight (each holds its uploads) and full-size decodes at once are bounded too.
+        self.score_gate = _Gate(settings.queue_size + settings.batch_size, what="score")
+        self.decode_slots = asyncio.Semaphore(max(2, os.cpu_count() or 2))
         if models is not None:
             self.ready.set()
 
@@ -402,10 +407,15 @@ def create_app(settings: ServeSettings | None = None, *, models: Models | None =
         if not files:
             raise ServeError("no_files", "no images uploaded: send files in the multipart field 'files'")
         sizes = sum(len(u.data) for u in files)
-        decoded = await asyncio.gather(*(run_in_threadpool(decode_prepared, u) for u in files),
-                                       return_exceptions=True)
-        ok = [i for i, d in enumerate(decoded) if not isinstance(d, BaseException)]
-        outputs = await service.score_prepared([decoded[i][0] for i in ok])  # type: ignore[index]
+        with service.score_gate:  # requests holding uploads and decoded images are bounded, beyond: 503
+
+            async def decode_one(u: Upload) -> tuple[Tensor, str | None]:
+                async with service.decode_slots:  # full-size decoded images in memory at once: a few
+                    return await run_in_threadpool(decode_prepared, u)
+
+            decoded = await asyncio.gather(*(decode_one(u) for u in files), return_exceptions=True)
+            ok = [i for i, d in enumerate(decoded) if not isinstance(d, BaseException)]
+            outputs = await service.score_prepared([decoded[i][0] for i in ok])  # type: ignore[index]
         by_index = dict(zip(ok, outputs))
         names = list(models.metric.output_names)
         rows = []
@@ -472,7 +482,14 @@ def create_app(settings: ServeSettings | None = None, *, models: Models | None =
         models = service.require_models()
         with service.restore_gate:
             name, image, _, form = await one_image(request)
-            restorer = _restorer(models, form.fields)
+            # Building a restorer at a new scale loads weights: never on the event loop.
+            restorer = await run_in_threadpool(_restorer, models, form.fields)
+            h, w = image.shape[-2:]
+            out_pixels = h * w * restorer.scale * restorer.scale
+            if out_pixels > settings.max_pixels:  # the output, not only the upload, is bounded
+                raise ServeError("image_too_large", f"{name}: restoring {w}x{h} at x{restorer.scale} would make "
+                                 f"{out_pixels} pixels, above this service's limit of {settings.max_pixels}",
+                                 name)
             image_prep = await run_in_threadpool(service.prepare, image)
 
             def run() -> tuple[Tensor, bytes]:

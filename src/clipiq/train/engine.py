@@ -161,6 +161,8 @@ RUN_CONTROL_KEYS: tuple[tuple[str, str], ...] = (("train", "log_every"), ("train
 def resume_config_json(cfg: Mapping[str, Any]) -> str:
     """The config as a resume compares it: :func:`config_json` without :data:`RUN_CONTROL_KEYS`."""
     trimmed = {k: dict(v) if isinstance(v, Mapping) else v for k, v in cfg.items()}
+    if not trimmed.get("init"):  # an empty init= (restoration tasks) is the same run as none, older runs had none
+        trimmed.pop("init", None)
     for section, key in RUN_CONTROL_KEYS:
         if isinstance(trimmed.get(section), dict):
             trimmed[section].pop(key, None)
@@ -397,9 +399,17 @@ class Trainer:
         running: dict[str, float] = {}
         backward = getattr(self.task, "backward", None)
         after_step = getattr(self.task, "after_step", None)
+        finished_at = -1  # the step whose final evaluation and checkpoint were written
         try:
             for batch in self.task.batches(self.step):
-                if self._done(steps) or self.stopped_early:
+                if self.step >= steps or self.stopped_early:
+                    break
+                if self.time_fraction() >= 1.0:
+                    # The time ran out between steps (fetching this batch, an evaluation, a save): finish the run
+                    # as its last step would have, so no step is left unevaluated and unsaved.
+                    if self.step > first and finished_at != self.step:
+                        self._evaluate(metrics, monitor)
+                        self._save()
                     break
                 with autocast(self.device, precision):
                     losses = self.task.training_step(batch)
@@ -433,6 +443,8 @@ class Trainer:
                     self._evaluate(metrics, monitor)
                 if self.step % ckpt_every == 0 or done or self.stopped_early:
                     self._save()
+                if done:
+                    finished_at = self.step
         finally:
             bar.close()
             metrics.close()
