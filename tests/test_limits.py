@@ -15,7 +15,7 @@ from PIL import Image
 
 import clipiq
 from clipiq.cli.main import main
-from clipiq.clip.preprocess import MAX_ASPECT_RATIO, MAX_RESIZED_PIXELS, interpolate
+from clipiq.clip.preprocess import MAX_ASPECT_RATIO, MAX_RESIZED_PIXELS, interpolate, longer_side_at_most, shrink_to
 from clipiq.data.runner import BatchRunner, InputFailedError
 from clipiq.iqa.grmp_iqa import resize_image
 
@@ -127,3 +127,14 @@ def test_max_pixels_below_one_is_a_usage_error(tmp_path: Path, command: str, val
         main([command, str(img), *extra, "--device", "cpu", "--max-pixels", value])
     assert e.value.code == 2
     assert "--max-pixels" in capsys.readouterr().err
+
+
+def test_longer_side_at_most_shrinks_keeping_the_aspect_and_never_enlarges():
+    assert longer_side_at_most(1000, 500, 768) == (768, 384)
+    assert longer_side_at_most(300, 1200, 600) == (150, 600)
+    assert longer_side_at_most(100, 80, 768) == (100, 80)  # small images stay as they are
+    assert longer_side_at_most(4000, 3, 100) == (100, 1)  # never below one pixel
+    x = torch.rand(1, 3, 40, 80)
+    assert shrink_to(x, 0) is x and shrink_to(x, None) is x and shrink_to(x, 80) is x
+    y = shrink_to(x, 20, "bilinear")
+    assert y.shape == (1, 3, 10, 20) and 0 <= float(y.min()) and float(y.max()) <= 1

@@ -60,6 +60,17 @@ def shorter_side_to(height: int, width: int, side: int, rounding: Callable[[floa
     return size
 
 
+def longer_side_at_most(height: int, width: int, side: int) -> tuple[int, int]:
+    """(H, W) scaled so the longer side is at most ``side`` pixels, the aspect ratio kept (never enlarged)."""
+    scale = min(1.0, side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def shrink_to(x: Tensor, side: int | None, mode: str = "bicubic") -> Tensor:
+    """A batch (N,3,H,W) resized by :func:`interpolate` so its longer side is at most ``side`` (None or 0: as is)."""
+    return interpolate(x, longer_side_at_most(*x.shape[-2:], side), mode) if side else x
+
+
 class Preprocess:
     """Turns [0,1] RGB images into normalised model input; built from the weights' PreprocessConfig."""
 
@@ -189,5 +200,7 @@ __all__ = [
     "check_resized_pixels",
     "grid_count",
     "interpolate",
+    "longer_side_at_most",
     "shorter_side_to",
+    "shrink_to",
 ]

@@ -20,7 +20,7 @@ from PIL import Image
 from torch import Tensor
 
 from clipiq.clip.dense import dense_maps
-from clipiq.clip.preprocess import interpolate
+from clipiq.clip.preprocess import shrink_to
 from clipiq.clip.vocabulary import ATTRIBUTE_PROMPTS
 from clipiq.core.errors import ClipIQError, ConfigError, ImageLoadError
 from clipiq.data.io import DEFAULT_MAX_PIXELS
@@ -70,14 +70,6 @@ def load_input(image: ImageInput, source: str = "", max_pixels: int | None = DEF
         reason = reason[len(name) + 1:] if reason.startswith(name + " ") else reason
         raise ImageLoadError(name, reason) from None
     return x.detach().to("cpu", torch.float32).clamp(0.0, 1.0)
-
-
-def _downscale(x: Tensor, max_side: int | None) -> Tensor:
-    h, w = x.shape[-2:]
-    if not max_side or max(h, w) <= max_side:
-        return x
-    s = max_side / max(h, w)
-    return interpolate(x[None], (max(1, round(h * s)), max(1, round(w * s))), "bilinear")[0]
 
 
 def _backbone_source(metric: QualityMetric) -> dict[str, str]:
@@ -210,7 +202,7 @@ class Explainer:
         if not source and isinstance(image, str | os.PathLike):
             source = str(image)
         full = load_input(image, source)
-        x = _downscale(full, self.max_side)
+        x = shrink_to(full[None], self.max_side, "bilinear")[0]
         maps = self.maps(x)
         heatmap = maps["heatmap"]
         region_score, labels, regions = self._regions(x, heatmap)

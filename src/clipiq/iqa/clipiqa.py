@@ -9,7 +9,7 @@ from torch import Tensor
 
 from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
-from clipiq.clip.preprocess import RESIZE_MODES, Preprocess, check_aspect_ratio, grid_count, interpolate
+from clipiq.clip.preprocess import RESIZE_MODES, Preprocess, check_aspect_ratio, grid_count, shrink_to
 from clipiq.clip.tokenizer import tokenize
 from clipiq.clip.vocabulary import ATTRIBUTE_PROMPTS
 from clipiq.iqa.base import QualityMetric
@@ -37,9 +37,8 @@ def prepare_view(image: Tensor, preprocess: Preprocess, view: str = "tiles", max
     check_aspect_ratio(*x.shape[-2:], preprocess.max_aspect_ratio)
     if view == "tiles":
         return _tiles(x, preprocess, max_tiles)
-    if max_side and view in ("native", "shortest") and max(x.shape[-2:]) > max_side:
-        s = max_side / max(x.shape[-2:])
-        x = interpolate(x, (max(1, round(x.shape[-2] * s)), max(1, round(x.shape[-1] * s))))
+    if view in ("native", "shortest"):
+        x = shrink_to(x, max_side)
     return preprocess.resize(x, view)[0]
 
 

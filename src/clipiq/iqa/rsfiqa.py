@@ -69,7 +69,7 @@ from torch import Tensor, nn
 from clipiq.clip.checkpoint import backbone_record, open_with_backbone, payload
 from clipiq.clip.load import load_clip
 from clipiq.clip.model import CLIP
-from clipiq.clip.preprocess import Preprocess, check_aspect_ratio, interpolate
+from clipiq.clip.preprocess import Preprocess, check_aspect_ratio, interpolate, shrink_to
 from clipiq.clip.prompts import TextFeatureCache, phrase_prompts, prompt_probabilities
 from clipiq.clip.stem_cache import tensor_digest
 from clipiq.clip.tokenizer import tokenize
@@ -378,10 +378,7 @@ class RSFIQAModel(nn.Module):
 
     def _analyse(self, image: Tensor) -> RegionInfo:
         h, w = image.shape[-2:]
-        img = image.detach().to("cpu", torch.float32)
-        if max(h, w) > self.segment_size:
-            s = self.segment_size / max(h, w)
-            img = interpolate(img[None], (max(1, round(h * s)), max(1, round(w * s))), "bilinear")[0]
+        img = shrink_to(image.detach().to("cpu", torch.float32)[None], self.segment_size, "bilinear")[0]
         labels = self.segmenter(img)
         k = int(labels.max()) + 1
         if k > self.max_regions:

@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from clipiq.clip.preprocess import longer_side_at_most
+
 #: The longer side of the large pictures of a page (quality map, regions, before / after).
 PHOTO_SIDE = 768
 #: The longer side of the degradation maps and of the index's thumbnails.
@@ -53,12 +55,6 @@ def css_gradient(name: str, stops: int = 6) -> str:
     return "linear-gradient(to right, " + ", ".join(parts) + ")"
 
 
-def display_size(h: int, w: int, side: int) -> tuple[int, int]:
-    """(H, W) scaled so the longer side is at most ``side`` (never enlarged)."""
-    scale = min(1.0, side / max(h, w))
-    return max(1, round(h * scale)), max(1, round(w * scale))
-
-
 def _finite(a: np.ndarray) -> np.ndarray:
     return np.nan_to_num(a, nan=0.0, posinf=1.0, neginf=0.0).clip(0.0, 1.0)
 
@@ -72,7 +68,7 @@ def to_uint8(image: Tensor) -> np.ndarray:
 def photo(image: Tensor, side: int = PHOTO_SIDE) -> Image.Image:
     """The image as an RGB picture, its longer side at most ``side``."""
     im = Image.fromarray(to_uint8(image), "RGB")
-    h, w = display_size(im.height, im.width, side)
+    h, w = longer_side_at_most(im.height, im.width, side)
     return im if (h, w) == (im.height, im.width) else im.resize((w, h), Image.Resampling.LANCZOS)
 
 
@@ -100,7 +96,7 @@ def heatmap_overlay(base: Image.Image, heatmap: Tensor, alpha: float = HEATMAP_A
 
 def map_picture(values: Tensor, side: int = SMALL_SIDE) -> Image.Image:
     """A degradation map on its own, coloured, its longer side at most ``side``."""
-    h, w = display_size(int(values.shape[-2]), int(values.shape[-1]), side)
+    h, w = longer_side_at_most(int(values.shape[-2]), int(values.shape[-1]), side)
     return Image.fromarray(colorize(_map_at(values, (h, w)), DEGRADATION_CMAP), "RGB")
 
 
@@ -246,7 +242,6 @@ __all__ = [
     "boundaries",
     "colorize",
     "css_gradient",
-    "display_size",
     "encode_jpeg",
     "heatmap_overlay",
     "histogram_png",

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from clipiq.clip import CLIP, Preprocess, dense_features, load_clip, pair_probabilities
 from clipiq.clip.checkpoint import check_backbone, read_method_checkpoint
+from clipiq.clip.preprocess import shrink_to
 from clipiq.core.errors import CheckpointError, ConfigError
 from clipiq.core.hub import HubFile, resolve
 from clipiq.core.tensors import load_trainable_state
@@ -361,12 +362,7 @@ def clip_guidance(clip: CLIP, preprocess: Preprocess, x: Tensor, clip_size: int 
 
     The copy's longer side is at most ``clip_size`` pixels (``None`` or 0: native size). No gradient flows.
     """
-    x = x.detach().float().clamp(0, 1)
-    h, w = x.shape[-2:]
-    if clip_size and max(h, w) > clip_size:
-        s = clip_size / max(h, w)
-        size = (max(1, round(h * s)), max(1, round(w * s)))
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    x = shrink_to(x.detach().float().clamp(0, 1), clip_size, "bilinear")
     feats = dense_features(clip, preprocess, x)
     maps = pair_probabilities(clip, feats, list(pairs))
     return maps, feats

@@ -313,12 +313,13 @@ class Trainer:
         self.stopped_early = False
         self.history: list[dict[str, float]] = []
 
+    def seconds_spent(self) -> float:
+        """Seconds of training so far: earlier sessions' and the running one's."""
+        return self.elapsed + (time.perf_counter() - self._clock if self._clock is not None else 0.0)
+
     def time_fraction(self) -> float:
         """The fraction of ``train.time_limit`` spent (0 without a limit)."""
-        if not self.time_limit:
-            return 0.0
-        now = self.elapsed + (time.perf_counter() - self._clock if self._clock is not None else 0.0)
-        return now / self.time_limit
+        return self.seconds_spent() / self.time_limit if self.time_limit else 0.0
 
     def _done(self, steps: int) -> bool:
         return self.step >= steps or self.time_fraction() >= 1.0
@@ -337,7 +338,7 @@ class Trainer:
         """Write last.safetensors: trainable tensors, optimizer state, RNG states, counters and the payload."""
         save_trainer_checkpoint(self.last_path, {
             "step": self.step,
-            "elapsed": self.elapsed + (time.perf_counter() - self._clock if self._clock is not None else 0.0),
+            "elapsed": self.seconds_spent(),
             "best": self.best,
             "since_best": self.since_best,
             "stopped_early": self.stopped_early,
