@@ -132,9 +132,10 @@ def _explain(args: argparse.Namespace, out: Path, paths: list[Path], explainer: 
     keys = [input_key(p) for p in paths]
     # Page names: kept for inputs already in the report; new ones unique against every name taken.
     taken = [row["name"] for row in done.values() if row.get("name")]
-    fresh = [p for p, k in zip(paths, keys) if k not in done or done[k].get("error")]
+    todo = [(p, k) for p, k in zip(paths, keys) if k not in done or done[k].get("error")]
+    fresh = [p for p, _ in todo]
     new_names = unique_names([str(p) for p in fresh], reserved=("index", *taken))
-    name_of = {input_key(p): done.get(input_key(p), {}).get("name") or n for p, n in zip(fresh, new_names)}
+    name_of = {k: done.get(k, {}).get("name") or n for (_, k), n in zip(todo, new_names)}
     skipped = len(paths) - len(fresh)
     if skipped:
         print(f"resuming: {skipped} of {len(paths)} images already explained in {out}", file=sys.stderr)
@@ -143,22 +144,20 @@ def _explain(args: argparse.Namespace, out: Path, paths: list[Path], explainer: 
         return [explainer(image) for image in batch]
 
     runner = BatchRunner(process, batch_size=1, workers=args.workers, max_pixels=args.max_pixels)
-    failed = 0
     t0 = time.perf_counter()
     with log_path.open("a", encoding="utf-8") as log, \
             tqdm(total=len(fresh), desc=f"explaining ({args.metric})", unit="img", disable=None,
                  file=sys.stderr) as bar:
         for result in runner.run(fresh):
-            src = fresh[result.index]
-            key = input_key(src)
+            src, key = todo[result.index]
             name = name_of[key]
             row: dict[str, Any] = {"key": key, "source": str(src), "name": name, "error": ""}
-            if done.get(key, {}).get("written") == name:  # a page written by an earlier run stays ours
+            ours = done.get(key, {}).get("written") == name  # this command wrote that page before
+            if ours:  # and it stays ours whatever happens now
                 row["written"] = name
             try:
                 ex = result.unwrap()
                 ex.source = str(src)
-                ours = done.get(key, {}).get("written") == name  # this command wrote that page before
                 for mine in (out / f"{name}.html", out / f"{name}_files"):
                     if mine.exists() and not ours:
                         raise FileExistsError(f"{mine} exists and was not written by clipiq explain; not overwritten")
@@ -167,7 +166,6 @@ def _explain(args: argparse.Namespace, out: Path, paths: list[Path], explainer: 
                 row["entry"] = dataclasses.asdict(index_entry(ex, name))
             except Exception as e:  # one bad image is a row, never the end of the run
                 row["error"] = str(e) or type(e).__name__
-                failed += 1
             log.write(json.dumps(row) + "\n")
             log.flush()
             os.fsync(log.fileno())

@@ -230,20 +230,7 @@ class Explainer:
                 f"restorer={None if self.restorer is None else self.restorer.name!r}, max_side={self.max_side})")
 
 
-def explain(
-    image: ImageInput,
-    metric: str | QualityMetric = "clipiqa",
-    *,
-    segmenter: str | Segmenter = "slic",
-    describer: str | RegionDescriber | None = "clip",
-    restore: str | Restorer | None = None,
-    restore_options: Mapping[str, Any] | None = None,
-    device: str | torch.device | None = None,
-    max_side: int | None = DEFAULT_MAX_SIDE,
-    source: str = "",
-    **options: Any,
-) -> Explanation:
-    """Explain one image's quality (see :class:`Explainer`; ``options`` are its other keyword arguments)."""
-    explainer = Explainer(metric, segmenter=segmenter, describer=describer, restore=restore,
-                          restore_options=restore_options, device=device, max_side=max_side, **options)
-    return explainer(image, source=source)
+def explain(image: ImageInput, metric: str | QualityMetric = "clipiqa", *, source: str = "",
+            **options: Any) -> Explanation:
+    """Explain one image's quality: ``Explainer(metric, **options)(image, source=source)`` (see :class:`Explainer`)."""
+    return Explainer(metric, **options)(image, source=source)
