@@ -39,7 +39,7 @@ from clipiq.core.files import (
     exclusive_lock,
     open_temp,
 )
-from clipiq.data.runner import RunResult
+from clipiq.data.runner import RunResult, rounded_outputs
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +115,10 @@ def result_row(result: RunResult, base: dict[str, Any] | None = None) -> dict[st
     """
     row = {**(base or {}), "path": result.source, "error": result.error or ""}
     if result.ok:
-        values = {k: float(v) for k, v in result.output.items()}
-        bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
-        if bad:
-            row["error"] = f"non-finite score ({', '.join(bad)})"
-        else:
-            row.update({k: round(v, 6) for k, v in values.items()})
+        values, error = rounded_outputs(result.output)
+        row.update(values)
+        if error:
+            row["error"] = error
     note = getattr(result, "note", None)
     if note:
         row["note"] = note

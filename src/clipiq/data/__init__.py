@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "read_spaq": "clipiq.data.labels",
     "read_tid2013": "clipiq.data.labels",
     "repeated_splits": "clipiq.data.splits",
+    "encode_image": "clipiq.data.io",
     "save_image": "clipiq.data.io",
     "skip_bad_collate": "clipiq.data.datasets",
     "split_by_group": "clipiq.data.splits",

@@ -199,19 +199,24 @@ def save_image(image: torch.Tensor, path: str | os.PathLike, quality: int = 95) 
     The image is encoded in memory and replaces ``path`` through a fresh temporary file, so an interrupted
     writer never leaves a half-written image and two writers never share a temporary name.
     """
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown image file extension {Path(path).suffix!r}")
+    atomic_write(path, encode_image(image, fmt, quality))
+
+
+def encode_image(image: torch.Tensor, fmt: str = "PNG", quality: int = 95) -> bytes:
+    """A (3,H,W) or (1,H,W) float tensor in [0,1] encoded as 8-bit image bytes (Pillow's format name; JPEG quality)."""
     if image.ndim != 3 or image.shape[0] not in (1, 3):
-        raise ValueError(f"save_image expects a (3,H,W) or (1,H,W) tensor, got shape {tuple(image.shape)}")
+        raise ValueError(f"encode_image expects a (3,H,W) or (1,H,W) tensor, got shape {tuple(image.shape)}")
     arr = image.detach().float().clamp(0, 1).mul(255).round().byte().cpu()
     arr = arr.permute(1, 2, 0).numpy()
     if arr.shape[2] == 1:
         arr = arr[:, :, 0]
-    fmt = Image.registered_extensions().get(Path(path).suffix.lower())
-    if fmt is None:
-        raise ValueError(f"{path}: unknown image file extension {Path(path).suffix!r}")
     kw = {"quality": quality} if fmt == "JPEG" else {}
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format=fmt, **kw)
-    atomic_write(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def is_image_file(path: str | os.PathLike) -> bool:

@@ -10,9 +10,10 @@ output or an error. Results stream out as batches finish, so memory is bounded f
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,6 +166,36 @@ def shape_key(prepared: Any) -> Hashable:
     return tuple(prepared.shape) if isinstance(prepared, Tensor) else type(prepared).__name__
 
 
+def rounded_outputs(output: Mapping[str, Any]) -> tuple[dict[str, float], str]:
+    """A metric's outputs as result rows hold them: ``(floats rounded to 6 places, "")``, or ``({}, error)`` when
+    any is NaN or infinite (a non-finite score is an error, never a result)."""
+    values = {k: float(v) for k, v in output.items()}
+    bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
+    if bad:
+        return {}, f"non-finite score ({', '.join(bad)})"
+    return {k: round(v, 6) for k, v in values.items()}, ""
+
+
+def process_all(process: Callable[[list[Any]], Sequence[Any]], items: list[Any]) -> list[Any]:
+    """``process(items)``, checked to give one output per item."""
+    outputs = list(process(items))
+    if len(outputs) != len(items):
+        raise RuntimeError(f"the batch function returned {len(outputs)} outputs for {len(items)} inputs")
+    return outputs
+
+
+def process_isolating_failures(process: Callable[[list[Any]], Sequence[Any]], items: list[Any]
+                               ) -> list[tuple[Any, BaseException | None]]:
+    """``(output, None)`` or ``(None, exception)`` per item: a batch that raises is retried item by item, so only
+    the offending item fails."""
+    try:
+        return [(out, None) for out in process_all(process, items)]
+    except Exception as e:
+        if len(items) == 1:
+            return [(None, e)]
+        return [r for item in items for r in process_isolating_failures(process, [item])]
+
+
 class _Held(NamedTuple):
     """A prepared input waiting for its batch."""
 
@@ -249,19 +280,12 @@ class BatchRunner:
             yield from self._flush(group)
 
     def _flush(self, group: list[_Held]) -> list[RunResult]:
-        try:
-            outputs = list(self.process([h.prepared for h in group]))
-            if len(outputs) != len(group):
-                raise RuntimeError(f"the batch function returned {len(outputs)} outputs for {len(group)} inputs")
-        except Exception as e:
-            if self.raise_errors:
-                raise
-            if len(group) == 1:
-                h = group[0]
-                return [RunResult(h.index, h.name, error=error_text(e), note=h.note, exception=e)]
-            # Find the offending input rather than failing the whole batch.
-            return [r for one in group for r in self._flush([one])]
-        return [RunResult(h.index, h.name, output=out, note=h.note) for h, out in zip(group, outputs)]
+        items = [h.prepared for h in group]
+        settled = ([(out, None) for out in process_all(self.process, items)] if self.raise_errors
+                   else process_isolating_failures(self.process, items))
+        return [RunResult(h.index, h.name, output=out, note=h.note) if err is None else
+                RunResult(h.index, h.name, error=error_text(err), note=h.note, exception=err)
+                for h, (out, err) in zip(group, settled)]
 
     def run_ordered(self, inputs: ImageInput | Iterable[Any]) -> list[RunResult]:
         """Every result, in input order (holds all outputs: for scores, not for restored images)."""
@@ -278,6 +302,9 @@ __all__ = [
     "error_text",
     "expand_inputs",
     "prefetch",
+    "process_all",
+    "process_isolating_failures",
+    "rounded_outputs",
     "shape_key",
     "source_name",
 ]

@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
-import io
 import logging
-import math
 import os
 import threading
 import time
@@ -25,21 +23,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
-import torch
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from torch import Tensor
 
 from clipiq.core.errors import ClipIQError
+from clipiq.data.io import encode_image
+from clipiq.data.runner import rounded_outputs
 from clipiq.explain import Explainer
 from clipiq.iqa import create_metric, get_metric_spec, list_metrics
 from clipiq.iqa.base import QualityMetric
@@ -234,12 +231,8 @@ def _row(name: str, output: Any, error: str, note: str | None, output_names: Seq
     """A score row as ``clipiq score`` writes it: outputs rounded to 6 places; non-finite is an error."""
     row: dict[str, Any] = {"path": name, "score": None}
     if not error and isinstance(output, dict):
-        values = {k: float(v) for k, v in output.items()}
-        bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
-        if bad:
-            error = f"non-finite score ({', '.join(bad)})"
-        else:
-            row.update({k: round(v, 6) for k, v in values.items()})
+        values, error = rounded_outputs(output)
+        row.update(values)
     elif not error:
         error = "no output"
     if error:
@@ -252,17 +245,6 @@ def _row(name: str, output: Any, error: str, note: str | None, output_names: Seq
 def _reason(e: BaseException, name: str) -> str:
     msg = e.message if isinstance(e, ServeError) else (e.reason if hasattr(e, "reason") else f"{type(e).__name__}: {e}")
     return str(msg).removeprefix(f"{name}: ")
-
-
-def _png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _tensor_png(x: Tensor) -> bytes:
-    arr = (x.detach().float().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return _png(np.ascontiguousarray(arr))
 
 
 def _form_files(form: Form, fields: tuple[str, ...]) -> list[Upload]:
@@ -449,12 +431,11 @@ def create_app(settings: ServeSettings | None = None, *, models: Models | None =
                 assert models.explainer is not None
                 with service.explain_lock:
                     ex = models.explainer(image, source=name)
-                heat = (ex.heatmap.clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()  # type: ignore[union-attr]
                 return {
                     "path": name, "metric": ex.metric, "score": float(ex.score), "attributes": ex.attributes,
                     "regions": [{"label": r.label, "score": r.score, "area": r.area, "description": r.description,
                                  "dimensions": r.dimensions} for r in ex.regions],
-                    "heatmap_png": base64.b64encode(_png(np.ascontiguousarray(heat))).decode("ascii"),
+                    "heatmap_png": base64.b64encode(encode_image(ex.heatmap[None])).decode("ascii"),  # type: ignore[index]
                     "width": int(image.shape[-1]), "height": int(image.shape[-2]), "restorers": enabled,
                 }
 
@@ -495,7 +476,7 @@ def create_app(settings: ServeSettings | None = None, *, models: Models | None =
             def run() -> tuple[Tensor, bytes]:
                 with service.restore_lock:
                     out = restorer(image).detach().float().cpu().clamp(0.0, 1.0)
-                return out, _tensor_png(out)
+                return out, encode_image(out)
 
             try:
                 restored, png = await run_in_threadpool(run)

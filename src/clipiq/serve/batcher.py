@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from clipiq.data.runner import shape_key
+from clipiq.data.runner import process_isolating_failures, shape_key
 
 log = logging.getLogger(__name__)
 
@@ -146,16 +146,9 @@ class Batcher:
                 self._run(group)
 
     def _run(self, group: list[tuple[Any, Future]]) -> None:
-        try:
-            outputs = list(self.process([item for item, _ in group]))
-            if len(outputs) != len(group):
-                raise RuntimeError(f"the batch function returned {len(outputs)} outputs for {len(group)} inputs")
-        except Exception as e:
-            if len(group) == 1:
-                group[0][1].set_exception(e)
-                return
-            for one in group:  # find the offending input rather than failing the whole batch
-                self._run([one])
-            return
-        for (_, fut), out in zip(group, outputs):
-            fut.set_result(out)
+        settled = process_isolating_failures(self.process, [item for item, _ in group])
+        for (_, fut), (out, err) in zip(group, settled):
+            if err is None:
+                fut.set_result(out)
+            else:
+                fut.set_exception(err)
