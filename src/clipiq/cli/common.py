@@ -8,6 +8,7 @@ from typing import Any
 
 from clipiq.core.config import parse_value
 from clipiq.core.errors import ConfigError
+from clipiq.data.io import DEFAULT_MAX_PIXELS
 
 
 def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None) -> None:
@@ -16,6 +17,14 @@ def add_model_args(p: argparse.ArgumentParser, default_model: str | None = None)
                    help="CLIP weights or architecture name (see `clipiq models`); default: the metric's own")
     p.add_argument("--weights", help="local weights file or Hugging Face folder (no download)")
     add_device_args(p)
+
+
+def add_folder_args(p: argparse.ArgumentParser) -> None:
+    """--workers, --recursive, --max-pixels: how a command reads a folder of images."""
+    p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2)")
+    p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse images above this many pixels (default {DEFAULT_MAX_PIXELS})")
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:

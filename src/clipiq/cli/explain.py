@@ -20,10 +20,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from clipiq.cli.common import add_model_args, metric_options, positive_int
+from clipiq.cli.common import add_folder_args, add_model_args, metric_options, positive_int
 from clipiq.cli.results import input_key, unique_inputs
 from clipiq.core.files import atomic_write, exclusive_lock
-from clipiq.data.io import DEFAULT_MAX_PIXELS, list_images
+from clipiq.data.io import list_images
 from clipiq.data.runner import BatchRunner
 
 MANIFEST = "explain.json"
@@ -52,10 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-side", type=positive_int, default=None,
                    help="explain a copy at most this many pixels on its longer side (default 768)")
     p.add_argument("--worst-best", type=int, default=6, help="images in the worst and best galleries (default 6)")
-    p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2)")
-    p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
-    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
-                   help=f"refuse images above this many pixels (default {DEFAULT_MAX_PIXELS})")
+    add_folder_args(p)
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra metric option (repeatable)")
     p.set_defaults(func=run)

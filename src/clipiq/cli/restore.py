@@ -27,10 +27,17 @@ from typing import Any
 
 from tqdm import tqdm
 
-from clipiq.cli.common import add_device_args, format_table, make_restorer, metric_options, positive_int
+from clipiq.cli.common import (
+    add_device_args,
+    add_folder_args,
+    format_table,
+    make_restorer,
+    metric_options,
+    positive_int,
+)
 from clipiq.core.files import atomic_write, csv_cell, csv_uncell, exclusive_lock
 from clipiq.core.hub import sha256_file
-from clipiq.data.io import DEFAULT_MAX_PIXELS, list_images, save_image
+from clipiq.data.io import list_images, save_image
 from clipiq.restore import RUN_OPTIONS, get_restorer_spec, list_restorers
 
 MANIFEST = "restore.json"
@@ -59,10 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="restorer option (repeatable), e.g. omega=0.8 or memory_budget=2048 (MiB)")
     p.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
-    p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2)")
-    p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
-    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
-                   help=f"refuse images above this many pixels (default {DEFAULT_MAX_PIXELS})")
+    add_folder_args(p)
     p.set_defaults(func=run)
     p = sub.add_parser("restorers", help="list restoration methods")
     p.set_defaults(func=run_list)

@@ -12,9 +12,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from clipiq.cli.common import add_model_args, format_table, metric_options, positive_int
+from clipiq.cli.common import add_folder_args, add_model_args, format_table, metric_options
 from clipiq.cli.results import FINGERPRINT, ResultWriter, input_key, result_row, run_record, unique_inputs
-from clipiq.data.io import DEFAULT_MAX_PIXELS, list_images
+from clipiq.data.io import list_images
 from clipiq.iqa import create_metric
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", default="clipiqa", help="metric name (see `clipiq metrics`)")
     add_model_args(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
-    p.add_argument("--workers", type=int, default=2, help="image-decoding threads (default 2)")
-    p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
-    p.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
-                   help=f"refuse images above this many pixels (default {DEFAULT_MAX_PIXELS})")
+    add_folder_args(p)
     p.add_argument("-o", "--output", type=Path, help="write rows to .csv/.jsonl/.json as they finish; a rerun "
                    "with the same file and settings skips what is already scored (other settings are refused)")
     p.add_argument("--attributes", default="", help="clipiqa: extra attribute outputs, comma list or 'all'")
