@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -433,8 +433,7 @@ def create_app(settings: ServeSettings | None = None, *, models: Models | None =
                     ex = models.explainer(image, source=name)
                 return {
                     "path": name, "metric": ex.metric, "score": float(ex.score), "attributes": ex.attributes,
-                    "regions": [{"label": r.label, "score": r.score, "area": r.area, "description": r.description,
-                                 "dimensions": r.dimensions} for r in ex.regions],
+                    "regions": [asdict(r) for r in ex.regions],
                     "heatmap_png": base64.b64encode(encode_image(ex.heatmap[None])).decode("ascii"),  # type: ignore[index]
                     "width": int(image.shape[-1]), "height": int(image.shape[-2]), "restorers": enabled,
                 }
