@@ -358,8 +358,8 @@ class SyntheticPairDataset(_PairBase):
             gen = self._generator(index, 0, epoch)
             gt = mod_crop(photo, s)
         if self.task == "sr":
-            # Rounded to 8-bit levels like LR files on disk (bicubic overshoot clipped as imwrite does).
-            lq = degrade.imresize(gt, 1 / s).clamp_(0, 1).mul_(255).round_().div_(255)
+            # The bicubic source domain: rounded to 8-bit levels like LR files on disk (overshoot clipped).
+            lq = degrade.make_lr(gt, "bicubic", s)
         else:
             lq, gt = degrade.lowlight_blur_pair(gt, seed=_item_seed(self.seed, epoch, index, 1),
                                                 parts=_LOWLIGHT_PARTS[self.task])

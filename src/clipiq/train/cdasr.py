@@ -25,7 +25,7 @@ from clipiq.clip.load import load_clip
 from clipiq.core.errors import ConfigError
 from clipiq.data.io import load_image
 from clipiq.data.paired import mod_crop
-from clipiq.degrade import imresize
+from clipiq.degrade import make_lr
 from clipiq.restore.cdasr import MODEL_DEFAULTS, build_net, clip_guidance_embedding
 from clipiq.train.restoration import (
     PairedRestorationTask,
@@ -53,8 +53,7 @@ DEFAULTS: dict[str, Any] = restoration_defaults(
 def whole_lr(photo: str | Path | Tensor, scale: int) -> Tensor:
     """The LR image (3,h,w) of a whole training photo as :class:`~clipiq.data.paired.SyntheticPairDataset` makes
     LR: cropped to a multiple of the scale, MATLAB ``imresize`` by 1/scale, rounded to 8-bit levels."""
-    hr = mod_crop(load_image(photo) if isinstance(photo, str | Path) else photo, scale)
-    return imresize(hr, 1 / scale).clamp_(0, 1).mul_(255).round_().div_(255)
+    return make_lr(mod_crop(load_image(photo) if isinstance(photo, str | Path) else photo, scale), "bicubic", scale)
 
 
 class CDASRTask(PairedRestorationTask):
