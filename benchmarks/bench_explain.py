@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -120,7 +121,7 @@ def cost(args: argparse.Namespace) -> dict:
     report = args.out / "cost-report"
 
     def explain() -> list[str]:
-        subprocess.run(["rm", "-rf", str(report)], check=True)
+        shutil.rmtree(report, ignore_errors=True)
         return [*py, "explain", str(folder), "-o", str(report)]
 
     _timed(score)  # warm the file cache and the weights' checksum markers
