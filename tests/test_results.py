@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from clipiq.cli.main import main
-from clipiq.cli.results import ResultFileError, ResultWriter, lock_path, run_record, sidecar_path
 from clipiq.core.files import atomic_write, csv_cell, csv_text, csv_uncell, exclusive_lock, open_temp
+from clipiq.data.results import ResultFileError, ResultWriter, lock_path, run_record, sidecar_path
 
 TINY = ["--model", "test-tiny", "--device", "cpu"]
 

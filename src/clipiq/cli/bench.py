@@ -14,10 +14,10 @@ from torch import Tensor
 from tqdm import tqdm
 
 from clipiq.cli.common import add_model_args, format_table, make_restorer, metric_options
-from clipiq.cli.results import input_key, result_row
 from clipiq.core.files import atomic_write, csv_text
 from clipiq.core.registry import Registry
 from clipiq.data.io import list_images
+from clipiq.data.results import input_key, result_row
 from clipiq.eval import correlation_report, psnr, ssim
 from clipiq.iqa import create_metric
 from clipiq.synth.ranking import synthetic_ranking

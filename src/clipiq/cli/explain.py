@@ -21,9 +21,9 @@ from typing import Any
 from tqdm import tqdm
 
 from clipiq.cli.common import add_folder_args, add_model_args, metric_options, positive_int
-from clipiq.cli.results import input_key, unique_inputs
 from clipiq.core.files import atomic_write, exclusive_lock
 from clipiq.data.io import list_images
+from clipiq.data.results import input_key, unique_inputs
 from clipiq.data.runner import BatchRunner
 
 MANIFEST = "explain.json"

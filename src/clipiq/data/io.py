@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -68,29 +69,65 @@ def check_pixels(name: str | os.PathLike, width: int, height: int, max_pixels: i
                                    f"above the limit of {max_pixels}")
 
 
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_uri(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a URI (``s3://bucket/a.jpg``, ``file:///x.png``) rather than a local path."""
+    return isinstance(path, str) and bool(_URI.match(path))
+
+
 def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode a regular image file as a viewer shows it (see :func:`displayed`); ImageLoadError on any failure."""
+    """Decode a regular image file as a viewer shows it (see :func:`displayed`); ImageLoadError on any failure.
+
+    A URI is read through pyarrow's filesystems (``s3://``, ``gs://``, ``hdfs://``, ``file://`` ...).
+    """
+    if is_uri(path):
+        with _open_uri(str(path)) as f:
+            return _decode_open(f, str(path), max_pixels)
     p = Path(path)
     with _open_regular_file(p) as f:
+        return _decode_open(f, p, max_pixels)
+
+
+@contextmanager
+def _open_uri(uri: str) -> Iterator[BinaryIO]:
+    try:
+        from pyarrow import fs
+    except ImportError:
+        raise ImageLoadError(uri, "reading URIs needs pyarrow (pip install pyarrow)") from None
+    try:
+        filesystem, inner = fs.FileSystem.from_uri(uri)
+        with filesystem.open_input_file(inner) as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ImageLoadError(uri, "file does not exist") from None
+    except (OSError, ValueError) as e:  # pyarrow's errors (ArrowInvalid, ArrowIOError) derive from these
+        raise ImageLoadError(uri, f"cannot read it ({e})") from None
+    yield io.BytesIO(data)
+
+
+def _decode_open(f: BinaryIO, p: str | Path, max_pixels: int | None) -> DecodedImage:
+    """Decode an open image file named ``p`` in errors (see :func:`read_image`)."""
+    try:
+        im = Image.open(f)
+    except Image.DecompressionBombError as e:
+        # Pillow's process-wide guard is the host program's setting; clipiq reports it and leaves it alone.
+        raise ImageLoadError(p, f"refused by Pillow's decompression-bomb guard ({e}); "
+                                "PIL.Image.MAX_IMAGE_PIXELS is the program's setting to raise") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(p, "not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageLoadError(p, f"corrupt or truncated image ({e})") from None
+    with im:
+        # The header's size, before a single pixel is decoded.
+        check_pixels(p, *im.size, max_pixels)
         try:
-            im = Image.open(f)
-        except Image.DecompressionBombError as e:
-            # Pillow's process-wide guard is the host program's setting; clipiq reports it and leaves it alone.
-            raise ImageLoadError(p, f"refused by Pillow's decompression-bomb guard ({e}); "
-                                    "PIL.Image.MAX_IMAGE_PIXELS is the program's setting to raise") from None
-        except UnidentifiedImageError:
-            raise ImageLoadError(p, "not a recognised image format") from None
+            return displayed(im)  # the first frame: Image.open leaves a multi-frame file there
+        except _ModeError as e:
+            raise ImageLoadError(p, str(e)) from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise ImageLoadError(p, f"corrupt or truncated image ({e})") from None
-        with im:
-            # The header's size, before a single pixel is decoded.
-            check_pixels(p, *im.size, max_pixels)
-            try:
-                return displayed(im)  # the first frame: Image.open leaves a multi-frame file there
-            except _ModeError as e:
-                raise ImageLoadError(p, str(e)) from None
-            except (OSError, SyntaxError, ValueError, EOFError) as e:
-                raise ImageLoadError(p, f"corrupt or truncated image ({e})") from None
 
 
 def open_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:

@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from PIL import Image
@@ -137,7 +136,7 @@ def decode_noted(item: ImageInput, max_pixels: int | None = DEFAULT_MAX_PIXELS, 
     input is held to ``max_pixels``, files before a pixel is decoded.
     """
     if isinstance(item, str | os.PathLike):
-        decoded = read_image(Path(item), max_pixels=max_pixels)
+        decoded = read_image(item, max_pixels=max_pixels)  # a str may be a URI: not made a Path
         return pil_to_tensor(decoded.image), decoded.note
     if isinstance(item, Image.Image):
         check_pixels(name, *item.size, max_pixels)

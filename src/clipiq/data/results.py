@@ -7,6 +7,9 @@ carries in its ``fingerprint`` column. Where the full record lives:
 - ``.csv``: a plain CSV (header row, then rows); the record is the sidecar ``<file>.clipiq.json``.
 - ``.jsonl``: the first line is ``{"clipiq": record}``, then one row object per line.
 - ``.json``: ``{"clipiq": record, "rows": [...]}``.
+- ``.parquet``: a folder (a Parquet dataset, as Spark, pandas, pyarrow and Ray read it) of ``part-*.parquet``
+  files, one per write, each published by an atomic rename; the record is ``_clipiq.json`` inside it (readers
+  skip names starting with ``_``). Needs pyarrow.
 
 Guarantees: while a run writes a file it holds ``<file>.lock`` (a second run is refused); an existing
 non-empty file without clipiq's header or fingerprints is never overwritten; a rerun whose record differs
@@ -25,9 +28,10 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from clipiq.core.errors import ClipIQError
 from clipiq.core.files import (
@@ -39,16 +43,21 @@ from clipiq.core.files import (
     exclusive_lock,
     open_temp,
 )
+from clipiq.data.io import is_uri
 from clipiq.data.runner import RunResult, rounded_outputs
+
+P = TypeVar("P", str, Path)
 
 log = logging.getLogger(__name__)
 
-FORMATS = (".csv", ".jsonl", ".json")
+FORMATS = (".csv", ".jsonl", ".json", ".parquet")
 #: Bump when the meaning of a row changes, so files from before are not resumed as if they were the same.
 FORMAT_VERSION = 1
 HEADER_KEY = "clipiq"
 FINGERPRINT = "fingerprint"
 SIDECAR_SUFFIX = ".clipiq.json"
+PARQUET_RECORD = "_clipiq.json"
+PARQUET_PART = "part-{:05d}-{}.parquet"
 LOCK_SUFFIX = ".lock"
 
 
@@ -59,17 +68,20 @@ class ResultFileError(ClipIQError, ValueError):
 def _fmt(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
-        raise ResultFileError(f"output file {path} must end in .csv, .jsonl or .json "
+        raise ResultFileError(f"output file {path} must end in .csv, .jsonl, .json or .parquet "
                               f"(got {suffix or 'no suffix'!r})")
     return suffix
 
 
 def input_key(path: str | os.PathLike) -> str:
-    """The identity of an input file: its absolute path with symlinks resolved (``a.png`` is ``./a.png``)."""
+    """The identity of an input file: its absolute path with symlinks resolved (``a.png`` is ``./a.png``);
+    a URI (``s3://bucket/a.png``) is its own identity."""
+    if isinstance(path, str) and is_uri(path):
+        return path
     return str(Path(path).resolve())
 
 
-def unique_inputs(paths: Iterable[Path]) -> list[Path]:
+def unique_inputs(paths: Iterable[P]) -> list[P]:
     """Inputs with later spellings of the same file dropped (the first spelling is the one written)."""
     seen: set[str] = set()
     out = []
@@ -101,6 +113,29 @@ def run_record(metric: Any, precision: str, options: Mapping[str, Any]) -> dict[
               "precision": precision, "options": opts, "outputs": list(metric.output_names)}
     record = json.loads(json.dumps(record, default=str))  # what a file gives back: lists, not tuples
     return {**record, FINGERPRINT: _digest(record)}
+
+
+@dataclasses.dataclass
+class ScoringPlan:
+    """What a scoring run does: its record, the columns every row gets, and the inputs still to score."""
+
+    record: dict[str, Any]
+    base: dict[str, Any]
+    columns: list[str]
+    todo: list[Any]
+    already: int
+
+
+def plan_scoring(metric: Any, precision: str, options: Mapping[str, Any], paths: Sequence[Any],
+                 writer: ResultWriter | None) -> ScoringPlan:
+    """Check the run against ``writer``'s file (when writing one) and list the inputs not scored in it yet."""
+    record = run_record(metric, precision, options)
+    base = {"metric": record["metric"], "model": record["model"]}
+    columns = ["path", *metric.output_names, "error", "note", "metric", "model", FINGERPRINT]
+    keys = [input_key(p) for p in paths]
+    done = writer.begin(record, columns, keys) if writer else set()
+    todo = [p for p, k in zip(paths, keys) if k not in done]
+    return ScoringPlan(record, base, columns, todo, len(paths) - len(todo))
 
 
 def _digest(record: Mapping[str, Any]) -> str:
@@ -223,6 +258,8 @@ def read_results(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]
         raise ResultFileError(f"output file {path} is a symbolic link; give the file it points to, or another name")
     if not path.exists():
         return None, []
+    if fmt == ".parquet":
+        return _read_parquet(path)
     if not path.is_file():
         raise ResultFileError(f"output {path} exists and is not a file; give a file name")
     # Paths that are not UTF-8 (possible on POSIX) were written as surrogate escapes and come back the same.
@@ -257,6 +294,51 @@ def read_results(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]
     if any(not r.get(FINGERPRINT) for r in rows):
         raise ResultFileError(f"{path} holds rows without a {FINGERPRINT}: it was not written by this version "
                               "of clipiq score; move it away or choose another output file")
+    return record, rows
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401  (the submodule must be loaded for pyarrow.parquet below)
+    except ImportError:
+        raise ResultFileError("Parquet results need pyarrow: pip install pyarrow (it comes with "
+                              "pip install 'clipiq[ray]'), or write .csv/.jsonl/.json") from None
+    return pyarrow
+
+
+def parquet_parts(path: Path) -> list[Path]:
+    """The published part files of a Parquet result folder, in write order."""
+    return sorted(p for p in path.glob("part-*.parquet") if p.is_file())
+
+
+def _read_parquet(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    if not path.is_dir():
+        raise ResultFileError(f"output {path} exists and is not a folder: clipiq writes Parquet results as a folder "
+                              "of part files; not overwritten: move it away or choose another output name")
+    if not any(path.iterdir()):
+        return None, []
+    record_file = path / PARQUET_RECORD
+    if not record_file.is_file():
+        raise ResultFileError(f"{path} exists and was not written by clipiq score (no {PARQUET_RECORD}); not "
+                              "overwritten: move it away or choose another output name")
+    try:
+        data = json.loads(record_file.read_text(encoding="utf-8"))
+        record = data[HEADER_KEY]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ResultFileError(f"{record_file} is not clipiq's record ({e}); move {path} away to start over") from None
+    pa = _pyarrow()
+    rows: list[dict[str, Any]] = []
+    for part in parquet_parts(path):
+        try:
+            table = pa.parquet.read_table(part)
+        except (OSError, pa.ArrowException) as e:
+            raise ResultFileError(f"{part} is not readable Parquet ({e}); move {path} away to start over") from None
+        # Absent values come back as None: drop them, so a row reads as the line formats' rows do.
+        rows.extend({k: v for k, v in r.items() if v is not None} for r in table.to_pylist())
+    if any(not r.get(FINGERPRINT) for r in rows):
+        raise ResultFileError(f"{path} holds rows without a {FINGERPRINT}: it was not written by this version "
+                              "of clipiq score; move it away or choose another output name")
     return record, rows
 
 
@@ -303,14 +385,18 @@ class ResultWriter:
     Use it as a context manager (or call :meth:`close`) to release the lock.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, flush_rows: int = 16, flush_seconds: float = 5.0):
         self.path = path
+        self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
+        self._pending: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
         self.fmt = _fmt(path)
         self.rows: list[dict[str, Any]] = []
         self.columns: list[str] = []
         self.record: dict[str, Any] = {}
         self._fh: IO[str] | None = None
         self._csv: csv.DictWriter | None = None
+        self._parts = 0  # Parquet: part files in the folder, so new names sort after them
         self._lock = contextlib.ExitStack()
         self._lock.enter_context(exclusive_lock(lock_path(path), str(path)))
         try:
@@ -340,6 +426,8 @@ class ResultWriter:
             atomic_write(sidecar_path(self.path), json.dumps({HEADER_KEY: self.record}, indent=1) + "\n")
         if self.fmt == ".json":
             self._rewrite_json()
+        elif self.fmt == ".parquet":
+            self._begin_parquet(dropped=len(self.rows) != len(self.previous))
         else:
             self._rewrite_lines()
         return {input_key(str(r.get("path"))) for r in self.rows if is_scored(r)}
@@ -367,6 +455,37 @@ class ResultWriter:
             names.extend(k for k in r if k not in names)
         return names
 
+    def _begin_parquet(self, dropped: bool) -> None:
+        self.path.mkdir(exist_ok=True)
+        atomic_write(self.path / PARQUET_RECORD, json.dumps({HEADER_KEY: self.record}, indent=1) + "\n")
+        self._parts = len(parquet_parts(self.path))
+        if dropped:
+            # The rows that stay go into one new part before the old parts (all this tool's) are removed: an
+            # interruption in between leaves rows twice, never lost.
+            old = parquet_parts(self.path)
+            self._write_part(self.rows)
+            for part in old:
+                part.unlink()
+
+    def _write_part(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        if not rows:
+            return
+        pa = _pyarrow()
+        outputs = set(self.record.get("outputs", []))
+        fields = [pa.field(n, pa.float64() if n in outputs else pa.string()) for n in self._fieldnames()]
+        columns = {f.name: [_parquet_value(r.get(f.name), f.name in outputs) for r in rows] for f in fields}
+        table = pa.table(columns, schema=pa.schema(fields))
+        fh = open_temp(self.path / PARQUET_PART.format(self._parts, "x"), binary=True)
+        try:
+            pa.parquet.write_table(table, fh)
+            name = PARQUET_PART.format(self._parts, hashlib.sha256(os.urandom(16)).hexdigest()[:8])
+            commit_temp(fh, self.path / name)
+        except BaseException:
+            discard_temp(fh)
+            raise
+        fh.close()
+        self._parts += 1
+
     def _rewrite_json(self) -> None:
         atomic_write(self.path, json.dumps({HEADER_KEY: self.record, "rows": self.rows}, indent=1))
 
@@ -377,6 +496,9 @@ class ResultWriter:
         if self.fmt == ".json":
             self._rewrite_json()
             return
+        if self.fmt == ".parquet":
+            self._write_part(rows)
+            return
         assert self._fh is not None, "begin() first"
         if self._csv is not None:
             self._csv.writerows(map(_escaped, rows))
@@ -385,14 +507,37 @@ class ResultWriter:
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
+    def add(self, row: dict[str, Any]) -> None:
+        """Queue a finished row; queued rows are written a ``flush_rows`` batch at a time, and no later than
+        ``flush_seconds`` once more rows arrive (one fsync per batch, not per image: an interrupted run loses at
+        most that many)."""
+        self._pending.append(row)
+        if len(self._pending) >= self.flush_rows or time.monotonic() - self._last_flush > self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the queued rows now."""
+        if self._pending:
+            rows, self._pending = self._pending, []
+            self.write(rows)
+        self._last_flush = time.monotonic()
+
     def close(self) -> None:
-        """Close the file and release the lock."""
+        """Write the queued rows, close the file and release the lock."""
         try:
+            if self.record:
+                self.flush()
             if self._fh is not None:
                 self._fh.close()
                 self._fh = None
         finally:
             self._lock.close()
+
+
+def _parquet_value(value: Any, numeric: bool) -> Any:
+    if value is None or value == "" and numeric:
+        return None
+    return float(value) if numeric else str(value)
 
 
 def _escaped(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -404,10 +549,13 @@ __all__ = [
     "FORMATS",
     "ResultFileError",
     "ResultWriter",
+    "ScoringPlan",
     "check_record",
     "input_key",
     "is_scored",
     "lock_path",
+    "parquet_parts",
+    "plan_scoring",
     "read_results",
     "result_row",
     "run_record",
