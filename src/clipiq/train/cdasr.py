@@ -118,8 +118,9 @@ class CDASRTask(PairedRestorationTask):
         """The weighted semantic-consistency term."""
         if not self.semantic:
             return {}
-        k = self.semantic_images
-        return {"semantic": self.semantic * clip_embedding_loss(self.clip, pred[:k], batch["gt"][:k])}
+        gt = batch["gt"]
+        return {"semantic": self.semantic * self.head_mean(
+            batch, self.semantic_images, lambda part: clip_embedding_loss(self.clip, pred[part], gt[part]))}
 
     def backbone_record(self) -> dict[str, Any]:
         """The frozen CLIP's name and fingerprint (refused at load time if another backbone is given)."""

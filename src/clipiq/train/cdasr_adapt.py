@@ -352,6 +352,9 @@ DEFAULTS: dict[str, Any] = {
 class CDASRMetaTask(ReptileOuterStep, CDASRTask):
     """A Trainer task whose step is one Reptile outer step over LR domains (:meth:`backward` sets its gradient)."""
 
+    #: Its batches are step numbers: in a data-parallel run every process takes the same whole Reptile step.
+    builds_shards = False
+
     def __init__(self, cfg: Mapping[str, Any], device: torch.device | str = "cpu"):
         m = cfg["meta"]
         self.domains = [get_sr_domain(d).name for d in m["domains"]]

@@ -22,6 +22,7 @@ from clipiq.clip.load import load_clip
 from clipiq.core.hub import sha256_file
 from clipiq.data.labels import IQALabels
 from clipiq.iqa.clipiqa_plus import METHOD, MODEL_DEFAULTS, FeatureCache, build_model
+from clipiq.train import parallel
 from clipiq.train.protocol import (
     ImageCache,
     correlations,
@@ -82,6 +83,8 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.device, resum
 
     summary = run_protocol(cfg, run_dir, device, build, resume=resume, progress=progress, labels=labels,
                            images=images)
+    if not parallel.is_main_process():  # rank 0 scores the zero-shot baseline and writes the summary
+        return summary
     zero = _zero_shot(cfg, labels, images, build(cfg, device).eval())
     if zero:
         summary["zero_shot_clipiqa"] = zero

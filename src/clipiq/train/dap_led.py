@@ -209,14 +209,15 @@ class DAPLEDTask(PairedRestorationTask):
     def extra_losses(self, pred: Tensor, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The identity and CLIP prior terms, weighted (a zero weight skips the term's CLIP pass)."""
         lc = self.cfg["loss"]
-        k = int(lc["clip_images"]) or len(pred)
-        pred, gt = pred[:k], batch["gt"][:k]
+        k = int(lc["clip_images"]) or None
+        gt = batch["gt"]
         out: dict[str, Tensor] = {}
         if lc["identity_weight"]:
-            out["identity"] = float(lc["identity_weight"]) * clip_embedding_loss(self.clip, pred, gt)
+            out["identity"] = float(lc["identity_weight"]) * self.head_mean(
+                batch, k, lambda part: clip_embedding_loss(self.clip, pred[part], gt[part]))
         if lc["clip_weight"]:
-            out["clip_prior"] = float(lc["clip_weight"]) * clip_prior_loss(self.clip, pred, lc["prior_pairs"],
-                                                                          self.preprocess)
+            out["clip_prior"] = float(lc["clip_weight"]) * self.head_mean(
+                batch, k, lambda part: clip_prior_loss(self.clip, pred[part], lc["prior_pairs"], self.preprocess))
         return out
 
     def backbone_record(self) -> dict[str, Any]:

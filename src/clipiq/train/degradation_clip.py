@@ -40,6 +40,7 @@ from clipiq.clip.vocabulary import (
 from clipiq.core.errors import CheckpointError
 from clipiq.core.tensors import load_tensors, load_trainable_state, save_tensors
 from clipiq.data.io import list_images, load_image
+from clipiq.train import parallel
 from clipiq.train.engine import read_trainer_checkpoint, step_rng, train_defaults
 
 log = logging.getLogger(__name__)
@@ -193,36 +194,38 @@ def build_pool(dcfg: Mapping[str, Any], seed: int, cache_dir: Path | None = None
     key = hashlib.sha256(json.dumps([dict(dcfg), seed, [str(p) for p in paths]], sort_keys=True, default=str)
                          .encode()).hexdigest()[:16]
     cache = cache_dir / f"pool-{key}.safetensors" if cache_dir is not None and dcfg.get("cache", True) else None
-    if cache is not None and cache.exists():
-        log.info("loading crop pool from %s", cache)
-        tensors, meta = load_tensors(cache)
-        missing = [k for k in ("recipes", "names") if k not in meta] + ([] if "images" in tensors else ["images"])
-        if missing:
-            raise CheckpointError(f"{cache}: crop pool cache lacks {', '.join(missing)} (delete it to rebuild)")
-        # JSON keeps a recipe's (name, level) steps as lists: give back what a fresh pool holds.
-        recipes = [[(str(n), int(lv)) for n, lv in r] for r in meta["recipes"]]
-        return {"images": tensors["images"], "recipes": recipes, "names": meta["names"]}
-    workers = max(1, int(dcfg.get("workers", 1)))
-    chunks = np.array_split(np.arange(n_groups), workers * 4)
-    jobs = [(paths, int(c[0]), len(c), size, float(dcfg["p_clean"]), float(dcfg["p_composed"]), names, seed)
-            for c in chunks if len(c)]
-    log.info("generating %d degraded crops (%d px) from %d photos with %d workers", n_groups * GROUP, size,
-             len(paths), workers)
-    if workers > 1:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            parts = pool.map(_make_groups, jobs)
-    else:
-        parts = [_make_groups(j) for j in jobs]
-    groups = [g for part in parts for g in part]
-    pool_data = {
-        "images": torch.cat([g["images"] for g in groups]),
-        "recipes": [g["recipe"] for g in groups for _ in range(GROUP)],
-        "names": names,
-    }
-    if cache is not None:
-        save_tensors(cache, {"images": pool_data["images"]},
-                     {"recipes": pool_data["recipes"], "names": pool_data["names"]})
-    return pool_data
+    # With a cache on disk, rank 0 of a data-parallel run makes it and the others then load it.
+    with parallel.main_first(cache is not None):
+        if cache is not None and cache.exists():
+            log.info("loading crop pool from %s", cache)
+            tensors, meta = load_tensors(cache)
+            missing = [k for k in ("recipes", "names") if k not in meta] + ([] if "images" in tensors else ["images"])
+            if missing:
+                raise CheckpointError(f"{cache}: crop pool cache lacks {', '.join(missing)} (delete it to rebuild)")
+            # JSON keeps a recipe's (name, level) steps as lists: give back what a fresh pool holds.
+            recipes = [[(str(n), int(lv)) for n, lv in r] for r in meta["recipes"]]
+            return {"images": tensors["images"], "recipes": recipes, "names": meta["names"]}
+        workers = max(1, int(dcfg.get("workers", 1)))
+        chunks = np.array_split(np.arange(n_groups), workers * 4)
+        jobs = [(paths, int(c[0]), len(c), size, float(dcfg["p_clean"]), float(dcfg["p_composed"]), names, seed)
+                for c in chunks if len(c)]
+        log.info("generating %d degraded crops (%d px) from %d photos with %d workers", n_groups * GROUP, size,
+                 len(paths), workers)
+        if workers > 1:
+            with mp.get_context("spawn").Pool(workers) as pool:
+                parts = pool.map(_make_groups, jobs)
+        else:
+            parts = [_make_groups(j) for j in jobs]
+        groups = [g for part in parts for g in part]
+        pool_data = {
+            "images": torch.cat([g["images"] for g in groups]),
+            "recipes": [g["recipe"] for g in groups for _ in range(GROUP)],
+            "names": names,
+        }
+        if cache is not None:
+            save_tensors(cache, {"images": pool_data["images"]},
+                         {"recipes": pool_data["recipes"], "names": pool_data["names"]})
+        return pool_data
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -423,6 +426,8 @@ def run(cfg: Mapping[str, Any], run_dir: Path, device: torch.device, resume: boo
     seed_everything(int(cfg["seed"]))
     task = DegradationCLIPTask(cfg, device, run_dir)
     summary = Trainer(task, cfg, run_dir, device, resume=resume, progress=progress).fit()
+    if not parallel.is_main_process():  # rank 0 exports the model and writes the summary
+        return summary
     sha = export_model(task.model, task.arch, run_dir / "degradation-clip.safetensors",
                        {"clipiq_train_config": json.dumps(cfg, sort_keys=True, default=str)})
     summary["sha256"] = sha

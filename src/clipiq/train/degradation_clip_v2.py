@@ -37,6 +37,7 @@ from clipiq.clip.vocabulary import DEGRADATION_PHRASES, describe
 from clipiq.core.errors import CheckpointError
 from clipiq.core.tensors import load_tensors, save_tensors
 from clipiq.data.io import load_image
+from clipiq.train import parallel
 from clipiq.train.degradation_clip import (
     ANTONYM_PAIRS,
     Batch,
@@ -177,30 +178,33 @@ def build_features(dcfg: Mapping[str, Any], seed: int, part: str) -> dict[str, A
                          .encode()).hexdigest()[:16]
     cache = Path(dcfg["cache_dir"]) / f"v2-{part}-{key}.safetensors" if dcfg.get("cache", True) else None
     label_keys = ("ssim", "recipe", "kind", "crop", "cls", "cls_prob")
-    if cache is not None and cache.exists():
-        log.info("loading cached %s stem features from %s", part, cache)
-        tensors, meta = load_tensors(cache)
-        missing = [k for k in label_keys if k not in meta] + [k for k in ("s16", "s32", "stats") if k not in tensors]
-        if missing:
-            raise CheckpointError(f"{cache}: feature cache lacks {', '.join(missing)} (delete it to rebuild)")
-        meta["recipe"] = [[(str(n), int(lv)) for n, lv in r] for r in meta["recipe"]]
-        return {**tensors, **{k: meta[k] for k in label_keys}, "names": names}
-    workers = max(1, min(int(dcfg.get("workers", 1)), n_crops))
-    chunks = [c for c in np.array_split(np.arange(n_crops), workers * 2) if len(c)]
-    jobs = [(paths, int(c[0]), len(c), dict(dcfg), names, seed, salt) for c in chunks]
-    log.info("%s part: %d crops x %d variants of %d px from %d photos through the stem (%d workers)", part, n_crops,
-             int(dcfg["variants"]), int(dcfg["crop"]), len(paths), workers)
-    if workers > 1:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            parts = pool.map(_make_crops, jobs)
-    else:
-        parts = [_make_crops(j) for j in jobs]
-    out: dict[str, Any] = {k: torch.cat([p[k] for p in parts]) for k in ("s16", "s32", "stats")}
-    for k in label_keys:
-        out[k] = [v for p in parts for v in p[k]]
-    if cache is not None:
-        save_tensors(cache, {k: out[k] for k in ("s16", "s32", "stats")}, {k: out[k] for k in label_keys})
-    return {**out, "names": names}
+    # With a cache on disk, rank 0 of a data-parallel run makes it and the others then load it.
+    with parallel.main_first(cache is not None):
+        if cache is not None and cache.exists():
+            log.info("loading cached %s stem features from %s", part, cache)
+            tensors, meta = load_tensors(cache)
+            missing = [k for k in label_keys if k not in meta] + [k for k in ("s16", "s32", "stats")
+                                                                  if k not in tensors]
+            if missing:
+                raise CheckpointError(f"{cache}: feature cache lacks {', '.join(missing)} (delete it to rebuild)")
+            meta["recipe"] = [[(str(n), int(lv)) for n, lv in r] for r in meta["recipe"]]
+            return {**tensors, **{k: meta[k] for k in label_keys}, "names": names}
+        workers = max(1, min(int(dcfg.get("workers", 1)), n_crops))
+        chunks = [c for c in np.array_split(np.arange(n_crops), workers * 2) if len(c)]
+        jobs = [(paths, int(c[0]), len(c), dict(dcfg), names, seed, salt) for c in chunks]
+        log.info("%s part: %d crops x %d variants of %d px from %d photos through the stem (%d workers)", part, n_crops,
+                 int(dcfg["variants"]), int(dcfg["crop"]), len(paths), workers)
+        if workers > 1:
+            with mp.get_context("spawn").Pool(workers) as pool:
+                parts = pool.map(_make_crops, jobs)
+        else:
+            parts = [_make_crops(j) for j in jobs]
+        out: dict[str, Any] = {k: torch.cat([p[k] for p in parts]) for k in ("s16", "s32", "stats")}
+        for k in label_keys:
+            out[k] = [v for p in parts for v in p[k]]
+        if cache is not None:
+            save_tensors(cache, {k: out[k] for k in ("s16", "s32", "stats")}, {k: out[k] for k in label_keys})
+        return {**out, "names": names}
 
 
 def with_content(text: str, cls: str) -> str:
@@ -359,6 +363,8 @@ def run(cfg: Mapping[str, Any], run_dir: Path, device: torch.device, resume: boo
     task = DegradationCLIPv2Task(cfg, device)
     trainer = Trainer(task, cfg, run_dir, device, resume=resume, progress=progress)
     summary = trainer.fit()
+    if not parallel.is_main_process():  # rank 0 exports the model, scores it and writes the summary
+        return summary
     meta = {"clipiq_train_config": json.dumps(cfg, sort_keys=True, default=str)}
     if trainer.best_path.exists():  # selected on the validation part (synthetic labels), never on test data
         ck = read_trainer_checkpoint(trainer.best_path, ("step", "payload"))

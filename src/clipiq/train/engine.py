@@ -28,6 +28,7 @@ from clipiq.core.tensors import (
     split_tensors,
     trainable_state,
 )
+from clipiq.train import parallel
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,9 @@ class TrainTask(Protocol):
 
     # Optional: ``backward(losses)`` replaces ``losses['loss'].backward()`` (e.g. gradient surgery);
     # ``after_step()`` runs after each optimizer step (e.g. an EMA of the weights); ``restore_payload(payload)``
-    # gets the resumed checkpoint's payload, so state kept outside the model (an EMA) resumes exactly.
+    # gets the resumed checkpoint's payload, so state kept outside the model (an EMA) resumes exactly;
+    # ``builds_shards = True`` says ``batches()`` already yields only this process's shard of each global batch in
+    # a data-parallel run (see :class:`Trainer`), and ``batch_size`` is the global batch the Trainer shards if not.
 
 
 class MetricsLog:
@@ -264,11 +267,33 @@ class ReptileOuterStep:
             p.grad = g.clone()
 
 
+class _Unlogged:
+    """Stands in for the :class:`MetricsLog` on the processes of a data-parallel run other than rank 0."""
+
+    def log(self, step: int, phase: str, values: Mapping[str, float]) -> None:
+        """Nothing: rank 0 writes metrics.csv."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
 class Trainer:
     """Runs a TrainTask for cfg['train']['steps'] steps with evaluation, checkpoints and auto-resume.
 
     The ``train`` section's keys and defaults are :data:`TRAIN_DEFAULTS`.
     Checkpoints hold only what trains (see :func:`trainable_state`), so frozen backbones cost nothing.
+
+    Data-parallel (:mod:`clipiq.train.parallel`, more than one process): the model starts as rank 0's (after a
+    resume, which every process reads from the shared run folder); each process takes its shard of the global
+    batch (the task's own when it ``builds_shards``, else :func:`~clipiq.train.parallel.take_shard` of the batch
+    of ``task.batch_size``; a batch with nothing of that many items, such as a step number, is trained whole by
+    every process); gradients are averaged before clipping and the optimizer step, so those see what one process
+    would with the whole batch. Rank 0 alone evaluates, writes metrics.csv, config.yaml and the checkpoints and
+    shows progress; the evaluation and its decisions (best, plateau, early stop) and, with a time limit, the clock
+    are rank 0's on every process, and logged losses are the processes' mean. Losses that compare the items of
+    a batch (contrastive, pairwise ranking) see only the process's shard (nothing is gathered), and a task's
+    custom ``backward`` (gradient surgery) acts on each shard's gradient before the averaging: such runs are
+    not the single-process run.
     """
 
     def __init__(self, task: TrainTask, cfg: Mapping[str, Any], run_dir: str | Path, device: torch.device,
@@ -282,6 +307,8 @@ class Trainer:
         params = [p for p in task.model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the task's model has no trainable parameters")
+        self.params = params
+        self.ctx = parallel.current()
         self.optimizer = build_optimizer(params, self.tcfg)
         steps, warm = int(self.tcfg["steps"]), int(self.tcfg["warmup"])
         schedule = str(self.tcfg["schedule"]).lower()
@@ -293,6 +320,7 @@ class Trainer:
             raise ValueError(f"train.time_limit must be >= 0 seconds, got {self.time_limit}")
         self.elapsed = 0.0  # seconds of training so far, carried across resumes
         self._clock: float | None = None
+        self._shared_fraction: float | None = None  # rank 0's time fraction in a data-parallel run
 
         def lr_lambda(step: int) -> float:  # linear warm-up, then cosine decay or constant
             if step < warm:
@@ -318,8 +346,17 @@ class Trainer:
         return self.elapsed + (time.perf_counter() - self._clock if self._clock is not None else 0.0)
 
     def time_fraction(self) -> float:
-        """The fraction of ``train.time_limit`` spent (0 without a limit)."""
+        """The fraction of ``train.time_limit`` spent (0 without a limit); rank 0's in a data-parallel run."""
+        if self._shared_fraction is not None:
+            return self._shared_fraction
         return self.seconds_spent() / self.time_limit if self.time_limit else 0.0
+
+    def _sync_clock(self) -> None:
+        # With a time limit the learning rate and the end of the run follow the clock: every process must read
+        # the same one (rank 0's), or their weights drift apart and one stops while the others wait for it.
+        if self.time_limit and self.ctx.world_size > 1:
+            self._shared_fraction = None
+            self._shared_fraction = float(parallel.broadcast_object(self.time_fraction()))
 
     def _done(self, steps: int) -> bool:
         return self.step >= steps or self.time_fraction() >= 1.0
@@ -336,6 +373,11 @@ class Trainer:
 
     def _save(self) -> None:
         """Write last.safetensors: trainable tensors, optimizer state, RNG states, counters and the payload."""
+        if self.ctx.is_main:
+            self._write_last()
+        parallel.barrier()  # the others may read what rank 0 wrote once they pass
+
+    def _write_last(self) -> None:
         save_trainer_checkpoint(self.last_path, {
             "step": self.step,
             "elapsed": self.seconds_spent(),
@@ -382,7 +424,9 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to the configured number of steps (resuming if a checkpoint exists); returns a summary."""
-        dump_config(self.cfg, self.run_dir / "config.yaml")
+        main = self.ctx.is_main
+        if main:
+            dump_config(self.cfg, self.run_dir / "config.yaml")
         self._try_resume()
         steps = int(self.tcfg["steps"])
         log_every = int(self.tcfg["log_every"])
@@ -391,12 +435,16 @@ class Trainer:
         monitor = self.tcfg["monitor"]
         precision = self.tcfg["precision"]
         clip = float(self.tcfg["grad_clip"] or 0)
-        metrics = MetricsLog(self.run_dir / "metrics.csv", fresh=self.step == 0)
+        metrics = MetricsLog(self.run_dir / "metrics.csv", fresh=self.step == 0) if main else _Unlogged()
         self.task.model.to(self.device).train()
+        parallel.broadcast_module(self.task.model)
+        # Slice the global batch here unless the task made only this process's shard.
+        shard_size = (int(getattr(self.task, "batch_size", self.tcfg["batch_size"]))
+                      if self.ctx.world_size > 1 and not getattr(self.task, "builds_shards", False) else 0)
         t0, first = time.perf_counter(), self.step
         self._clock = t0
-        bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", disable=self.progress is False
-                   if self.progress is not None else None)
+        bar = tqdm(total=steps, initial=self.step, desc="train", unit="step", disable=not main or (
+            self.progress is False if self.progress is not None else None))
         running: dict[str, float] = {}
         backward = getattr(self.task, "backward", None)
         after_step = getattr(self.task, "after_step", None)
@@ -405,6 +453,7 @@ class Trainer:
             for batch in self.task.batches(self.step):
                 if self.step >= steps or self.stopped_early:
                     break
+                self._sync_clock()
                 if self.time_fraction() >= 1.0:
                     # The time ran out between steps (fetching this batch, an evaluation, a save): finish the run
                     # as its last step would have, so no step is left unevaluated and unsaved.
@@ -412,6 +461,8 @@ class Trainer:
                         self._evaluate(metrics, monitor)
                         self._save()
                     break
+                if shard_size:
+                    batch = parallel.take_shard(batch, shard_size)
                 with autocast(self.device, precision):
                     losses = self.task.training_step(batch)
                 loss = losses["loss"]
@@ -422,11 +473,13 @@ class Trainer:
                     backward(losses)
                 else:
                     loss.backward()
+                parallel.average_gradients(self.params)
                 if clip > 0:
                     nn.utils.clip_grad_norm_(self.task.model.parameters(), clip)
                 self.optimizer.step()
                 if after_step is not None:
                     after_step()
+                self._sync_clock()
                 self.scheduler.step()
                 self.step += 1
                 for k, v in losses.items():
@@ -434,7 +487,7 @@ class Trainer:
                 done = self._done(steps)
                 if self.step % log_every == 0 or done:
                     n = log_every if self.step % log_every == 0 else self.step % log_every
-                    avg = {k: v / n for k, v in running.items()}
+                    avg = parallel.average_values({k: v / n for k, v in running.items()})
                     avg["lr"] = self.scheduler.get_last_lr()[0]
                     metrics.log(self.step, "train", avg)
                     bar.set_postfix(loss=f"{avg['loss']:.4f}")
@@ -451,16 +504,22 @@ class Trainer:
             metrics.close()
             self.elapsed += time.perf_counter() - t0
             self._clock = None
+            self._shared_fraction = None
+        parallel.barrier()  # rank 0's files are complete for every process that returns
         dt = time.perf_counter() - t0
         return {"steps": self.step, "seconds": dt, "steps_per_s": (self.step - first) / dt if dt else 0.0,
                 "best": self.best, "stopped_early": self.stopped_early,
                 "last_eval": self.history[-1] if self.history else {}}
 
-    def _evaluate(self, metrics: MetricsLog, monitor: str | None) -> None:
-        self.task.model.eval()
-        with torch.no_grad():
-            res = self.task.evaluate()
-        self.task.model.train()
+    def _evaluate(self, metrics: MetricsLog | _Unlogged, monitor: str | None) -> None:
+        res: dict[str, float] = {}
+        if self.ctx.is_main:
+            self.task.model.eval()
+            with torch.no_grad():
+                res = self.task.evaluate()
+            self.task.model.train()
+        # Every process takes rank 0's figures, so the decisions below (best, plateau, early stop) agree.
+        res = parallel.broadcast_object(res)
         metrics.log(self.step, "val", res)
         self.history.append({"step": self.step, **res})
         log.info("step %d: %s", self.step, ", ".join(f"{k}={v:.4f}" for k, v in res.items()))
@@ -475,8 +534,11 @@ class Trainer:
             self.plateau.step(value)
         if self.best is None or value > self.best:
             self.best, self.since_best = value, 0
-            save_trainer_checkpoint(self.best_path, {"step": self.step, "config": self.cfg, "monitor": monitor,
-                                                     "best": self.best, "payload": self.task.checkpoint_payload()})
+            if self.ctx.is_main:
+                save_trainer_checkpoint(self.best_path, {"step": self.step, "config": self.cfg, "monitor": monitor,
+                                                         "best": self.best,
+                                                         "payload": self.task.checkpoint_payload()})
+            parallel.barrier()
         else:
             self.since_best += 1
             patience = int(self.tcfg["patience"] or 0)

@@ -41,6 +41,7 @@ from clipiq.data.runner import prefetch
 from clipiq.data.splits import split_by_group
 from clipiq.eval.correlation import srcc
 from clipiq.iqa.grmp_iqa import MODEL_DEFAULTS, GRMPIQAModel, build_model
+from clipiq.train import parallel
 from clipiq.train.engine import ReptileOuterStep, Trainer, epoch_batch, seed_everything, train_defaults
 from clipiq.train.protocol import ImageCache, load_iqa_labels, normalised_targets
 
@@ -379,6 +380,8 @@ def run(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.device, resum
         tcfg["eval_every"] = task.steps_per_epoch
     trainer = Trainer(task, rcfg, run_dir, device, resume=resume, progress=progress)
     fit = trainer.fit()
+    if not parallel.is_main_process():  # rank 0 exports the meta-prompts and writes the summary
+        return {"method": "grmp-pretrain", "steps": fit["steps"], "run_dir": str(run_dir)}
     best = read_method_checkpoint(trainer.best_path)
     out = save_method_checkpoint(run_dir / "meta_init.safetensors", best.method, best.state, best.config,
                                  best.backbone)

@@ -8,6 +8,9 @@
   reloads the best validation checkpoint, and scores the test part once.
 * n rounds: per-round results in ``rounds.csv``, and the median, mean and std of SRCC/PLCC in
   ``summary.json``. Finished rounds are skipped on a rerun, so a long protocol resumes.
+* Data-parallel (``clipiq train --nproc N``): each process makes its shard of every batch, each view seeded by its
+  position in the global batch, so the shards are the single-process batch; rank 0 scores the test parts and
+  writes the files.
 
 A method supplies a model with the small :class:`IQAModel` interface and a ``build(cfg, device)``.
 """
@@ -43,6 +46,7 @@ from clipiq.data.labels import IQALabels, read_labels
 from clipiq.data.runner import BatchRunner, prefetch
 from clipiq.data.splits import Split, few_shot, split_by_group
 from clipiq.eval.correlation import krcc, plcc, rmse, srcc
+from clipiq.train import parallel
 from clipiq.train.engine import Trainer, epoch_batch, seed_everything, train_defaults
 
 log = logging.getLogger(__name__)
@@ -155,7 +159,9 @@ DATA_SOURCES.register("synthetic-local", _synthetic_local)
 
 def load_iqa_labels(dcfg: Mapping[str, Any]) -> IQALabels:
     """The records named by a ``data`` config section."""
-    labels = DATA_SOURCES.get(dcfg.get("source", "labels"))(dcfg)
+    # Synthetic sources write their data set on first use: in a data-parallel run rank 0 writes it alone.
+    with parallel.main_first():
+        labels = DATA_SOURCES.get(dcfg.get("source", "labels"))(dcfg)
     missing = labels.missing_files(check_refs=False)
     if missing:
         raise FileNotFoundError(f"{len(missing)} labelled images are missing (first: {missing[0]})")
@@ -234,6 +240,9 @@ def predict_indices(model: IQAModel, images: ImageCache, indices: Sequence[int],
 class IQATask:
     """A Trainer task: random batches of training views with [0,1] targets, validation SRCC/PLCC."""
 
+    #: In a data-parallel run :meth:`batches` makes only this process's part of each batch (the Trainer's hook).
+    builds_shards = True
+
     def __init__(self, model: Any, labels: IQALabels, train_idx: Sequence[int], val_idx: Sequence[int],
                  cfg: Mapping[str, Any], seed: int, images: ImageCache | None = None,
                  device: torch.device | None = None):
@@ -264,8 +273,14 @@ class IQATask:
 
     def _make_batch(self, step: int) -> tuple[Any, Tensor]:
         idx = self._batch_indices(step)
+        # This process's positions of the global batch (all of it in one process; an epoch's last, smaller batch
+        # that does not split is made whole by every process). Each view is seeded by its global position k, so
+        # the shards together are the single-process batch.
+        part = parallel.shard_positions(len(idx), "train.batch_size", whole_if_uneven=True)
+        ks = range(len(idx))[part]
+        idx = idx[part]
         views = [self.model.train_views(self.images(i), np.random.default_rng([self.seed, step, k]))
-                 for k, i in enumerate(idx)]
+                 for k, i in zip(ks, idx)]
         if isinstance(views[0], tuple):
             stacked: Any = tuple(torch.stack(v) for v in zip(*views))
         else:
@@ -274,6 +289,8 @@ class IQATask:
 
     def batches(self, start_step: int) -> Iterator[tuple[Any, Tensor]]:
         """Batches from ``start_step`` on; one is prepared in a thread while the model trains."""
+        if self.batch_size == int(self.cfg["train"]["batch_size"]):  # (a smaller training part is one batch)
+            parallel.shard_positions(self.batch_size, "train.batch_size")  # refuse a batch that never splits
         # ahead=2: while batch s is being trained on, batch s+1 is being made (each is seeded by its step).
         for _, batch, err in prefetch(self._make_batch, itertools.count(start_step), workers=1, ahead=2):
             if err is not None:
@@ -363,7 +380,8 @@ def run_protocol(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.devi
     for r in which:
         rdir = run_dir / f"round{r:02d}"
         done = rdir / "result.json"
-        if resume and done.is_file():
+        # Rank 0 decides, so every process skips (or trains) the same rounds.
+        if parallel.broadcast_object(resume and done.is_file()):
             rows.append(json.loads(done.read_text()))
             log.info("round %d already done: test srcc %s", r, rows[-1].get("srcc"))
             continue
@@ -390,6 +408,8 @@ def run_protocol(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.devi
             rcfg["train"]["eval_every"] = spe
         trainer = Trainer(task, rcfg, rdir, device, resume=resume, progress=progress)
         fit = trainer.fit()
+        if not parallel.is_main_process():  # rank 0 scores the test part and writes the round's files
+            continue
         best = read_method_checkpoint(trainer.best_path)
         load_trainable_state(model, best.state, str(trainer.best_path))
         ck = save_method_checkpoint(rdir / "checkpoint.safetensors", best.method, best.state, best.config,
@@ -412,6 +432,8 @@ def run_protocol(cfg: Mapping[str, Any], run_dir: str | Path, device: torch.devi
         log.info("round %d: test srcc %s (val srcc %.4f)", r, f"{res['srcc']:.4f}" if res else "none (no test part)",
                  trainer.best)
         rows.append(row)
+    if not parallel.is_main_process():
+        return {"method": cfg.get("method"), "dataset": labels.name, "run_dir": str(run_dir)}
     with (run_dir / "rounds.csv").open("w", newline="", encoding="utf-8") as f:
         # Rounds finished by an older version may lack newer columns: every key of every row, in first-seen order.
         w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))

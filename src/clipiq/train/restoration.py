@@ -33,6 +33,11 @@ Public API (every paired-restoration training task builds on it; nothing here is
   :mod:`clipiq.clip.checkpoint`) and ``summary.json``. A task module is then ``DEFAULTS = restoration_defaults(...)``
   and ``def run(cfg, run_dir, device, resume=True, progress=None): return run_restoration(MyTask, cfg, ...)``.
 
+Data-parallel runs (``clipiq train --nproc N``, :mod:`clipiq.train.parallel`): :meth:`PairedRestorationTask.cpu_batch`
+makes only the process's shard of each batch, and :meth:`PairedRestorationTask.head_mean` keeps a term computed on
+the first k items of a batch (a CLIP loss on a few images) the single-process term, so N processes train the weights
+one process does (to float rounding).
+
 The EMA rides on two optional TrainTask hooks of :class:`~clipiq.train.engine.Trainer`: ``after_step()`` (after each
 optimizer step) and ``restore_payload(payload)`` (on resume). It is not a ``train.ema`` key because a new key in
 ``TRAIN_DEFAULTS`` would change every task's config and so refuse to resume every run already on disk.
@@ -71,6 +76,7 @@ from clipiq.data.paired import PAIR_KINDS, SR_SCALES, PairedImageDataset, Synthe
 from clipiq.data.runner import prefetch
 from clipiq.eval import psnr, ssim
 from clipiq.restore.cdasr import clip_image_embedding
+from clipiq.train import parallel
 from clipiq.train.engine import Trainer, epoch_batch, seed_everything, train_defaults
 
 log = logging.getLogger(__name__)
@@ -289,6 +295,8 @@ class PairedRestorationTask:
     method: str = ""
     #: Inputs are padded (reflect) to a multiple of this for validation.
     pad_multiple: int = 1
+    #: In a data-parallel run :meth:`cpu_batch` makes only this process's part of each batch (the Trainer's hook).
+    builds_shards: bool = True
 
     def __init__(self, cfg: Mapping[str, Any], device: torch.device | str = "cpu"):
         _check_cfg(cfg)
@@ -385,16 +393,27 @@ class PairedRestorationTask:
         return math.ceil(len(self.train_set) / self.batch_size)
 
     def cpu_batch(self, step: int) -> dict[str, Tensor]:
-        """Batch ``step`` on the CPU: photos drawn by (seed, step), crops and degradations by (seed, epoch, index)."""
+        """Batch ``step`` on the CPU: photos drawn by (seed, step), crops and degradations by (seed, epoch, index).
+
+        In a data-parallel run, only this process's shard of it (each item depends only on its photo and epoch,
+        so the shards together are the single-process batch), plus ``shard``: (start, stop, size) of the global
+        batch, which :meth:`head_mean` needs."""
         epoch = step // self.steps_per_epoch
-        items = [self.train_set.item(i, epoch) for i in epoch_batch(self.seed, step, len(self.train_set),
-                                                                    self.batch_size)]
+        chosen = epoch_batch(self.seed, step, len(self.train_set), self.batch_size)
+        shard: dict[str, Tensor] = {}
+        if parallel.current().world_size > 1:
+            # An epoch's last, smaller batch that does not split is made whole by every process.
+            part = parallel.shard_positions(len(chosen), "train.batch_size", whole_if_uneven=True)
+            shard["shard"] = torch.tensor([part.start, part.stop, len(chosen)])
+            chosen = chosen[part]
+        items = [self.train_set.item(i, epoch) for i in chosen]
         return {"lq": torch.stack([it["lq"] for it in items]), "gt": torch.stack([it["gt"] for it in items]),
-                "index": torch.tensor([int(it["index"]) for it in items])}
+                "index": torch.tensor([int(it["index"]) for it in items]), **shard}
 
     def batches(self, start_step: int) -> Iterator[dict[str, Tensor]]:
         """The batches from ``start_step`` on, on the task's device; ``data.workers`` threads prepare the next ones
         while the network trains (the same batches with any number of workers: each depends only on its step)."""
+        parallel.shard_positions(self.batch_size, "train.batch_size")  # refuse a batch that never splits, up front
         workers = int(self.cfg["data"].get("workers", 0) or 0)
         steps = itertools.count(start_step)
         if workers < 1:
@@ -404,7 +423,8 @@ class PairedRestorationTask:
         for step, batch, err in made:
             if err is not None:
                 raise RuntimeError(f"preparing training batch {step} failed: {err}") from err
-            yield {k: v.to(self.device, non_blocking=True) if k != "index" else v for k, v in batch.items()}
+            yield {k: v.to(self.device, non_blocking=True) if k not in ("index", "shard") else v
+                   for k, v in batch.items()}
 
     # --- training -----------------------------------------------------------------------------------------------
 
@@ -418,6 +438,25 @@ class PairedRestorationTask:
         losses = {"pixel": self.pixel_loss(pred, batch["gt"]), **self.extra_losses(pred, batch)}
         losses["loss"] = sum(losses.values(), torch.zeros((), device=pred.device))
         return losses
+
+    def head_mean(self, batch: Mapping[str, Tensor], k: int | None, term: Callable[[slice], Tensor]) -> Tensor:
+        """A loss term over the first ``k`` items of the batch (None or 0: all), for terms too costly for every item.
+
+        ``term(part)`` is the term's mean over the items ``part`` of this process's batch. In a single process it
+        is ``term(slice(0, k))``. In a data-parallel run the first ``k`` items of the global batch may lie on some
+        processes only: each process takes those it holds, weighted so that the processes' averaged gradient (and
+        logged value) is the single-process term's, and a process holding none of them returns 0.
+        """
+        if "shard" not in batch:
+            return term(slice(0, k or None))
+        start, stop, n = (int(v) for v in batch["shard"])
+        k = min(k or n, n)
+        if stop - start == n:  # every process holds the whole batch: the single-process term
+            return term(slice(0, k))
+        held = max(0, min(stop, k) - start)
+        if held == 0:
+            return torch.zeros((), device=self.device)
+        return term(slice(0, held)) * (held * parallel.current().world_size / k)
 
     def after_step(self) -> None:
         """Update the EMA (the Trainer calls this after each optimizer step)."""
@@ -488,6 +527,8 @@ def run_restoration(task_factory: Callable[[Mapping[str, Any], torch.device], Pa
         cfg["train"]["monitor"] = None
     trainer = Trainer(task, cfg, run_dir, device, resume=resume, progress=progress)
     fit = trainer.fit()
+    if not parallel.is_main_process():  # rank 0 exports the result and writes the summary
+        return {"method": task.method, "steps": fit["steps"], "run_dir": str(run_dir)}
     src = trainer.best_path if cfg["train"]["monitor"] else trainer.last_path
     ck = read_method_checkpoint(src, task.method)
     out = save_method_checkpoint(run_dir / "checkpoint.safetensors", ck.method, ck.state, ck.config, ck.backbone)
