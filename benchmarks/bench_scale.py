@@ -10,9 +10,9 @@ throughput and memory from which a cluster's can be estimated, and what the engi
   the whole command (start-up included) and net of start-up (the same command timed on ``--warm`` images is
   subtracted), and peak RSS per process (sampled from /proc every 0.2 s over the command's process tree: the
   driver, each Ray actor, the Ray daemons), and whether the scores agree with the local runner's (max |diff|).
-- **Training** (``--train``): ``clipiq train dap-led --config configs/dap-led/tiny.yaml`` for ``--train-steps``
-  steps with 1 process and with ``--nproc 2`` (same total batch, one thread per process); steps/s from each
-  run's summary.
+- **Training** (``--train``): ``clipiq train dap-led --config configs/dap-led/tiny.yaml`` (96 px patches, total
+  batch 8) for ``--train-steps`` steps with 1 process and with ``--nproc 2`` (same total batch, one thread per
+  process); steps/s from each run's summary.
 
     python benchmarks/bench_scale.py --quick                   # 60 images, small crops: a smoke run
     python benchmarks/bench_scale.py --json runs/bench_scale.json --train
@@ -179,7 +179,7 @@ def bench_training(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "clipiq", "train", "dap-led", "--config", str(REPO / "configs/dap-led/tiny.yaml"),
                "--run-dir", str(run_dir), "--nproc", str(nproc), f"train.steps={args.train_steps}",
                f"train.batch_size={args.train_batch}", f"train.eval_every={args.train_steps}",
-               f"train.ckpt_every={args.train_steps}"]
+               f"train.ckpt_every={args.train_steps}", *args.train_override]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
         wall = time.perf_counter() - t0
@@ -204,7 +204,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="torch threads in all (default: cores)")
     ap.add_argument("--train", action="store_true", help="also time 1 against 2 training processes")
     ap.add_argument("--train-steps", type=int, default=30)
-    ap.add_argument("--train-batch", type=int, default=4)
+    ap.add_argument("--train-batch", type=int, default=8, help="the total batch, split over the processes")
+    ap.add_argument("--train-override", nargs="*", default=["data.patch_size=96"],
+                    help="more config overrides of the training runs (default: 96 px patches)")
     ap.add_argument("--quick", action="store_true", help="60 images of 128 px, test-tiny model")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args()

@@ -189,7 +189,10 @@ def _ray_results(ray: Any, todo: list[str], names: list[str], metric: str, model
                  device: str, precision: str, batch_size: int, threads: int, options: Mapping[str, Any], actors: int,
                  cpus_per_actor: float, gpus_per_actor: float, max_pixels: int | None) -> Iterator[RunResult]:
     """One RunResult per input, as the actor pool finishes batches."""
-    blocks = max(1, min(len(todo), 4 * actors, math.ceil(len(todo) / DECODE_BATCH)))
+    # Blocks of one scoring batch: the actors' rows then reach the driver (and the file) a batch at a time; with
+    # a few large blocks they came in bursts of a block each (250 rows for 1000 images), and the first only after
+    # a whole block was decoded and scored.
+    blocks = max(1, math.ceil(len(todo) / max(batch_size, DECODE_BATCH)))
     ds = ray.data.from_items([{"path": str(p)} for p in todo], override_num_blocks=blocks)
     ds = ds.map_batches(decode_batch, fn_kwargs={"max_pixels": max_pixels}, batch_size=DECODE_BATCH,
                         num_cpus=DECODE_CPUS, batch_format="numpy")
