@@ -39,6 +39,15 @@ def test_ray_engine_needs_an_output_file(tmp_path: Path, capsys: pytest.CaptureF
     assert "give -o OUT" in capsys.readouterr().err
 
 
+def test_ray_engine_refuses_fp16_on_cpu_actors_before_starting(tmp_path: Path) -> None:
+    from clipiq.distributed import score
+
+    write_photos(tmp_path, n=1)
+    with pytest.raises(ValueError, match=r"fp16.*needs CUDA"):
+        score(tmp_path, tmp_path / "s.csv", model="test-tiny", precision="fp16")
+    assert not (tmp_path / "s.csv").exists()
+
+
 def _by_path(path: Path) -> dict[str, dict]:
     _, rows = read_results(path)
     return {"/".join(Path(r["path"]).parts[-2:]): r for r in rows}

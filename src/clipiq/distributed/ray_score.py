@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm import tqdm
 
+from clipiq.core.device import resolve_precision
 from clipiq.core.errors import ClipIQError
 from clipiq.core.image import pil_to_tensor
 from clipiq.data.io import DEFAULT_MAX_PIXELS, read_image
@@ -92,8 +94,6 @@ class MetricActor:
 
     def __init__(self, metric: str, model: str | None, weights: str | None, device: str | None, precision: str,
                  batch_size: int, threads: int | None, options: Mapping[str, Any]):
-        import torch
-
         if threads:
             torch.set_num_threads(threads)
         self.batch_size = batch_size
@@ -136,6 +136,8 @@ def score(inputs: str | os.PathLike | Iterable[str | os.PathLike], output: str |
     if batch_size < 1 or actors < 1 or cpus_per_actor <= 0 or gpus_per_actor < 0:
         raise ValueError("batch_size and actors must be at least 1, cpus_per_actor above 0, gpus_per_actor >= 0; "
                          f"got {batch_size}, {actors}, {cpus_per_actor}, {gpus_per_actor}")
+    # Checked here, not first in an actor: fp16 on CPU actors would fail only after Ray and the pool had started.
+    resolve_precision(precision, torch.device("cuda" if gpus_per_actor > 0 else "cpu"))
     ray = require_ray()
     specs = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     paths = unique_inputs(resolve_inputs(specs, recursive=recursive))
