@@ -48,6 +48,16 @@ def test_ray_engine_refuses_fp16_on_cpu_actors_before_starting(tmp_path: Path) -
     assert not (tmp_path / "s.csv").exists()
 
 
+def test_a_pool_the_cluster_cannot_place_is_refused() -> None:
+    from clipiq.distributed.ray_score import _check_resources
+
+    _check_resources({"CPU": 2.0}, 1, 1.0, 0.0)
+    with pytest.raises(ValueError, match=r"need 2.25 of Ray's logical CPUs; the cluster has 2"):
+        _check_resources({"CPU": 2.0}, 2, 1.0, 0.0)
+    with pytest.raises(ValueError, match=r"need 1.0 GPUs; the Ray cluster has 0"):
+        _check_resources({"CPU": 8.0}, 1, 1.0, 1.0)
+
+
 def _by_path(path: Path) -> dict[str, dict]:
     _, rows = read_results(path)
     return {"/".join(Path(r["path"]).parts[-2:]): r for r in rows}

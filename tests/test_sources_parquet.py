@@ -23,10 +23,25 @@ def test_folder_glob_and_file(tmp_path: Path) -> None:
     (tmp_path / "a" / "notes.txt").write_text("x")
     assert [Path(p).name for p in resolve_inputs([tmp_path / "a"])] == ["p0.png", "p1.png", "p2.png"]
     assert [Path(p).name for p in resolve_inputs([str(tmp_path / "a" / "p[12].png")])] == ["p1.png", "p2.png"]
-    # A file that does not exist is kept, so it gets its own error row.
+    # A file that does not exist is kept, so it gets its own error row; so is a pattern that matches nothing
+    # (it may be a literal name with brackets).
     assert resolve_inputs([tmp_path / "missing.png"]) == [str(tmp_path / "missing.png")]
-    with pytest.raises(ManifestError, match=r"matches no file"):
-        resolve_inputs([str(tmp_path / "a" / "*.jpg")])
+    assert resolve_inputs([str(tmp_path / "missing[1].png")]) == [str(tmp_path / "missing[1].png")]
+    # A pattern names images, as a folder does: notes.txt is not among its matches.
+    assert [Path(p).name for p in resolve_inputs([str(tmp_path / "a" / "*")])] == ["p0.png", "p1.png", "p2.png"]
+
+
+def test_tables_that_are_not_manifests_are_inputs_like_any_file(tmp_path: Path) -> None:
+    write_photos(tmp_path, n=1)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image_name,mos\na.png,50\n")  # no path column
+    result = tmp_path / "scores.csv"
+    result.write_text("path,score,fingerprint\np0.png,0.5,abc\n")  # a clipiq result file
+    assert resolve_inputs([labels, result]) == [str(labels), str(result)]
+    out = tmp_path / "again.csv"
+    assert main(["score", str(tmp_path / "p0.png"), str(labels), "--model", "test-tiny", "-o", str(out)]) == 1
+    _, rows = read_results(out)
+    assert sorted(bool(r["error"]) for r in rows) == [False, True]  # the table got an error row; nothing aborted
 
 
 def test_csv_and_parquet_manifests_resolve_relative_to_their_folder(tmp_path: Path) -> None:
@@ -77,7 +92,8 @@ def test_parquet_writer_appends_parts_and_resumes(tmp_path: Path) -> None:
         w.add({"path": "/x/a.png", "score": 0.5, "error": ""})
         w.add({"path": "/x/b.png", "error": "corrupt"})
         w.add({"path": "/x/c.png", "score": 0.25, "error": ""})
-    assert len(parquet_parts(out)) == 2  # a part per flush, the last one at close
+    # Parquet parts hold at least 1000 rows (or 30 s of them): these three are one part, written at close.
+    assert len(parquet_parts(out)) == 1
     table = pq.read_table(out)  # readable as one dataset; the record file is skipped by readers
     assert table.schema.field("score").type == pa.float64()
     assert sorted(table.column("path").to_pylist()) == ["/x/a.png", "/x/b.png", "/x/c.png"]
@@ -119,3 +135,31 @@ def test_cli_local_engine_writes_parquet_from_a_manifest(tmp_path: Path) -> None
     assert json.loads((out / "_clipiq.json").read_text())["clipiq"]["metric"] == "clipiqa"
     assert main(args) == 1
     assert pq.read_table(out).num_rows == 4  # the rerun scored nothing twice
+
+
+def test_parquet_refuses_uri_outputs_and_non_utf8_names_before_scoring(tmp_path: Path) -> None:
+    with pytest.raises(ResultFileError, match=r"not a URI"):
+        ResultWriter(Path("s3://bucket/scores.parquet"))
+    cols = ["path", "score", "error", "note", "metric", "model", "fingerprint"]
+    with ResultWriter(tmp_path / "s.parquet") as w, pytest.raises(ResultFileError, match=r"not UTF-8"):
+        w.begin(_record(), cols, ["/x/ok.png", "/x/bad\udcff.png"])
+
+
+def test_parquet_needs_pyarrow_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)
+    with pytest.raises(ResultFileError, match=r"need pyarrow"):
+        ResultWriter(tmp_path / "s.parquet")
+    assert not (tmp_path / "s.parquet").exists()
+
+
+def test_parquet_rows_left_twice_by_an_interrupted_compaction_are_merged(tmp_path: Path) -> None:
+    out = tmp_path / "s.parquet"
+    cols = ["path", "score", "error", "note", "metric", "model", "fingerprint"]
+    with ResultWriter(out) as w:
+        w.begin(_record(), cols, ["/x/a.png"])
+        w.write([{"path": "/x/a.png", "score": 0.5, "error": ""}])
+        w.write([{"path": "/x/a.png", "score": 0.5, "error": ""}])  # as a compaction cut short leaves it
+    assert len(read_results(out)[1]) == 2
+    with ResultWriter(out) as w:
+        assert w.begin(_record(), cols, ["/x/a.png"]) == {"/x/a.png"}
+    assert len(read_results(out)[1]) == 1 and len(parquet_parts(out)) == 1

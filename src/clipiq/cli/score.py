@@ -23,12 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``score`` subcommand."""
     p = sub.add_parser("score", help="score images with a quality metric",
                        description="Score image files or folders; bad files get an error row, the run goes on.")
-    p.add_argument("paths", nargs="+", help="image files and/or folders")
+    p.add_argument("paths", nargs="+", help="image files, folders, globs, URIs, or CSV/Parquet manifests of paths")
     p.add_argument("--metric", default="clipiqa", help="metric name (see `clipiq metrics`)")
     add_model_args(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     add_folder_args(p)
-    p.add_argument("-o", "--output", type=Path, help="write rows to .csv/.jsonl/.json as they finish; a rerun "
+    p.add_argument("-o", "--output", type=Path, help="write rows to .csv/.jsonl/.json/.parquet as they finish; a rerun "
                    "with the same file and settings skips what is already scored (other settings are refused)")
     p.add_argument("--attributes", default="", help="clipiqa: extra attribute outputs, comma list or 'all'")
     p.add_argument("--checkpoint", help="trained checkpoint, for metrics that need one")

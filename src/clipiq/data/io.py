@@ -96,15 +96,25 @@ def _open_uri(uri: str) -> Iterator[BinaryIO]:
         from pyarrow import fs
     except ImportError:
         raise ImageLoadError(uri, "reading URIs needs pyarrow (pip install pyarrow)") from None
+    local: Path | None = None
+    data = b""
     try:
         filesystem, inner = fs.FileSystem.from_uri(uri)
-        with filesystem.open_input_file(inner) as f:
-            data = f.read()
+        if isinstance(filesystem, fs.LocalFileSystem):
+            local = Path(inner)
+        else:
+            with filesystem.open_input_file(inner) as f:
+                data = f.read()
     except FileNotFoundError:
         raise ImageLoadError(uri, "file does not exist") from None
     except (OSError, ValueError) as e:  # pyarrow's errors (ArrowInvalid, ArrowIOError) derive from these
         raise ImageLoadError(uri, f"cannot read it ({e})") from None
-    yield io.BytesIO(data)
+    if local is not None:
+        # A local file by URI is held to the local checks (a FIFO or device is refused, never opened).
+        with _open_regular_file(local) as f:
+            yield f
+    else:
+        yield io.BytesIO(data)
 
 
 def _decode_open(f: BinaryIO, p: str | Path, max_pixels: int | None) -> DecodedImage:

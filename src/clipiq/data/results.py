@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -57,7 +58,12 @@ HEADER_KEY = "clipiq"
 FINGERPRINT = "fingerprint"
 SIDECAR_SUFFIX = ".clipiq.json"
 PARQUET_RECORD = "_clipiq.json"
-PARQUET_PART = "part-{:05d}-{}.parquet"
+PARQUET_PART = "part-{:06d}-{}.parquet"
+#: Parquet parts hold at least this many rows, or what arrived in ``PARQUET_FLUSH_SECONDS``: small parts make a
+#: folder of millions of images into tens of thousands of files.
+PARQUET_FLUSH_ROWS = 1000
+PARQUET_FLUSH_SECONDS = 30.0
+_URI_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
 LOCK_SUFFIX = ".lock"
 
 
@@ -386,11 +392,18 @@ class ResultWriter:
     """
 
     def __init__(self, path: Path, flush_rows: int = 16, flush_seconds: float = 5.0):
+        if _URI_LIKE.match(str(path)):
+            raise ResultFileError(f"output {path}: results are written to a local path (or a mounted shared "
+                                  "file system), not a URI")
         self.path = path
+        self.fmt = _fmt(path)
+        if self.fmt == ".parquet":
+            _pyarrow()  # before any model loads or row is scored
+            flush_rows, flush_seconds = max(flush_rows, PARQUET_FLUSH_ROWS), max(flush_seconds, PARQUET_FLUSH_SECONDS)
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         self._pending: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
-        self.fmt = _fmt(path)
+        self._fieldnames_cache: list[str] | None = None
         self.rows: list[dict[str, Any]] = []
         self.columns: list[str] = []
         self.record: dict[str, Any] = {}
@@ -419,8 +432,12 @@ class ResultWriter:
         """
         check_record(self.path, self.stored, self.previous, record)
         retry = set(inputs)
+        if self.fmt == ".parquet":
+            _check_parquet_text(self.path, retry)
         self.record, self.columns = dict(record), list(columns)
         self.rows = [r for r in self.previous if is_scored(r) or input_key(str(r.get("path"))) not in retry]
+        if self.fmt == ".parquet":
+            self.rows = _first_per_input(self.rows)  # an interrupted compaction may have left rows twice
         if self.fmt == ".csv":
             # The record first: a CSV whose rows carry a fingerprint always has the record beside it.
             atomic_write(sidecar_path(self.path), json.dumps({HEADER_KEY: self.record}, indent=1) + "\n")
@@ -450,10 +467,13 @@ class ResultWriter:
         self._fh = fh
 
     def _fieldnames(self) -> list[str]:
-        names = list(self.columns)
-        for r in self.rows:
-            names.extend(k for k in r if k not in names)
-        return names
+        # Fixed at begin(): this run's columns, then any others that rows kept from earlier runs carry.
+        if self._fieldnames_cache is None:
+            names = list(self.columns)
+            for r in self.rows:
+                names.extend(k for k in r if k not in names)
+            self._fieldnames_cache = names
+        return self._fieldnames_cache
 
     def _begin_parquet(self, dropped: bool) -> None:
         self.path.mkdir(exist_ok=True)
@@ -492,8 +512,8 @@ class ResultWriter:
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         """Persist finished rows now (fsynced), each with this run's fingerprint."""
         rows = [{**r, FINGERPRINT: self.record[FINGERPRINT]} for r in rows]
-        self.rows.extend(rows)
         if self.fmt == ".json":
+            self.rows.extend(rows)  # only JSON is rewritten whole; the other formats append and keep nothing
             self._rewrite_json()
             return
         if self.fmt == ".parquet":
@@ -532,6 +552,26 @@ class ResultWriter:
                 self._fh = None
         finally:
             self._lock.close()
+
+
+def _check_parquet_text(path: Path, keys: Iterable[str]) -> None:
+    """Refuse, before anything is scored, inputs whose names Parquet's UTF-8 strings cannot hold."""
+    for key in keys:
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ResultFileError(f"{path}: the input {key.encode('utf-8', 'surrogateescape')!r} has a name that is "
+                                  "not UTF-8, which Parquet cannot store; write .csv or .jsonl instead") from None
+
+
+def _first_per_input(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with later repeats of an input dropped (a scored row is kept over a failed one)."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        key = input_key(str(r.get("path")))
+        if key not in best or (is_scored(r) and not is_scored(best[key])):
+            best[key] = r
+    return list(best.values())
 
 
 def _parquet_value(value: Any, numeric: bool) -> Any:

@@ -3,7 +3,9 @@
 One resolver for every engine (the local runner and Ray), so ``clipiq score X`` scores the same images
 whichever engine runs it. A *manifest* is a ``.csv`` or ``.parquet`` file (local or a URI) with a column of
 paths (``path``, or ``image``, ``file``, ``filename``); a relative path in it is relative to the manifest's
-folder. URIs (``s3://...``) are read through pyarrow's filesystems and kept as they are, never made local.
+folder; a table without such a column, or a clipiq result file, is not a manifest but an input like any other
+(it gets its error row). URIs (``s3://...``) name single files, read through pyarrow's filesystems and kept as
+they are, never made local; folders and prefixes of URIs are not listed (give a manifest).
 """
 
 from __future__ import annotations
@@ -11,16 +13,21 @@ from __future__ import annotations
 import csv
 import glob
 import io
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from clipiq.core.errors import ClipIQError
-from clipiq.data.io import is_uri, list_images
+from clipiq.data.io import is_image_file, is_uri, list_images
+
+log = logging.getLogger(__name__)
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
 PATH_COLUMNS = ("path", "image", "file", "filename")
 _GLOB_CHARS = frozenset("*?[")
+FINGERPRINT_COLUMN = "fingerprint"  # clipiq's result files have one: such a file is never a manifest
 
 
 class ManifestError(ClipIQError, ValueError):
@@ -35,8 +42,9 @@ def is_manifest(spec: str | os.PathLike) -> bool:
 def resolve_inputs(specs: Iterable[str | os.PathLike], recursive: bool = False) -> list[str]:
     """Every input named by files, folders, globs, URIs and manifests, in order (duplicates kept).
 
-    A path that does not exist is kept, so it gets its own error row rather than vanishing; a glob that
-    matches nothing is an error naming it.
+    A path that does not exist is kept, so it gets its own error row rather than vanishing, and so is a pattern
+    that matches nothing (it may be a literal name with ``[`` in it); a pattern's matches are its image files
+    and folders, as a folder's are.
     """
     out: list[str] = []
     for spec in specs:
@@ -47,30 +55,55 @@ def resolve_inputs(specs: Iterable[str | os.PathLike], recursive: bool = False) 
 def _expand(spec: str | os.PathLike, recursive: bool) -> Iterator[str]:
     text = os.fspath(spec)
     if is_manifest(text) and (is_uri(text) or Path(text).is_file()):
-        yield from read_manifest(text)
-    elif is_uri(text):
+        paths = _manifest_or_none(text)
+        if paths is not None:
+            yield from paths
+            return
+    if is_uri(text):
         yield text
     elif _GLOB_CHARS & set(text) and not Path(text).exists():
+        # A pattern that matches nothing is taken as the literal name it may be (it then gets its own error row).
         matches = sorted(glob.glob(text, recursive=recursive))
         if not matches:
-            raise ManifestError(f"{text}: the pattern matches no file")
-        yield from (str(p) for p in list_images(matches, recursive=recursive))
+            yield text
+            return
+        for match in matches:
+            if Path(match).is_dir():
+                yield from (str(p) for p in list_images([match], recursive=recursive))
+            elif is_image_file(match):  # as in a folder: a pattern names images, not every file it matches
+                yield match
     else:
         yield from (str(p) for p in list_images([text], recursive=recursive))
 
 
-def read_manifest(source: str | os.PathLike) -> list[str]:
-    """The paths listed in a ``.csv`` or ``.parquet`` manifest (local path or URI)."""
-    name = os.fspath(source)
+def _manifest_or_none(name: str) -> list[str] | None:
+    """The manifest's paths, or None for a .csv/.parquet that is not a manifest (a clipiq result file, or a
+    table without a path column), which is then an input like any other file and gets its own error row."""
+    columns = _columns(name)
+    if FINGERPRINT_COLUMN in columns or not any(c in columns for c in PATH_COLUMNS):
+        log.warning("%s is not read as a manifest of paths (%s)", name,
+                    "it is a clipiq result file" if FINGERPRINT_COLUMN in columns else
+                    f"no {' / '.join(PATH_COLUMNS)} column")
+        return None
+    return read_manifest(name, columns)
+
+
+def _columns(name: str) -> dict[str, list[Any]]:
     try:
         if name.lower().endswith(".parquet"):
-            columns = _parquet_columns(name)
-        else:
-            columns = _csv_columns(_read_bytes(name).decode("utf-8-sig"), name)
+            return _parquet_columns(name)
+        return _csv_columns(_read_bytes(name).decode("utf-8-sig"), name)
     except ManifestError:
         raise
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise ManifestError(f"manifest {name}: cannot read it ({e})") from None
+
+
+def read_manifest(source: str | os.PathLike, columns: dict[str, list[Any]] | None = None) -> list[str]:
+    """The paths listed in a ``.csv`` or ``.parquet`` manifest (local path or URI)."""
+    name = os.fspath(source)
+    if columns is None:
+        columns = _columns(name)
     column = next((c for c in PATH_COLUMNS if c in columns), None)
     if column is None:
         raise ManifestError(f"manifest {name} has no path column: expected one of {', '.join(PATH_COLUMNS)}, "
@@ -99,14 +132,14 @@ def _read_bytes(name: str) -> bytes:
         return f.read()
 
 
-def _csv_columns(text: str, name: str) -> dict[str, list[str]]:
+def _csv_columns(text: str, name: str) -> dict[str, list[Any]]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     rows = list(reader)
     header = reader.fieldnames or []
     return {h.strip().lower(): [r.get(h) for r in rows] for h in header}
 
 
-def _parquet_columns(name: str) -> dict[str, list[object]]:
+def _parquet_columns(name: str) -> dict[str, list[Any]]:
     try:
         import pyarrow.parquet as pq
     except ImportError:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from clipiq.core.device import resolve_precision
 from clipiq.core.errors import ClipIQError
 from clipiq.core.image import pil_to_tensor
-from clipiq.data.io import DEFAULT_MAX_PIXELS, read_image
+from clipiq.data.io import DEFAULT_MAX_PIXELS, is_uri, read_image
 from clipiq.data.results import ResultWriter, plan_scoring, result_row, unique_inputs
 from clipiq.data.runner import RunResult, error_text
 from clipiq.data.sources import resolve_inputs
@@ -158,22 +158,26 @@ def score(inputs: str | os.PathLike | Iterable[str | os.PathLike], output: str |
         if plan.todo:
             need = actors * cpus_per_actor + DECODE_CPUS
             if not ray.is_initialized():
-                # A Ray started here gets at least the logical CPUs the pool and one decoding task reserve.
+                # Without an address, a new local Ray ("local": never a cluster that RAY_ADDRESS or a running
+                # `ray start` would join) with at least the logical CPUs the pool and one decoding task reserve.
                 local = {} if address else {"num_cpus": max(os.cpu_count() or 1, math.ceil(need))}
-                ray.init(address=address, log_to_driver=False, include_dashboard=False,
+                ray.init(address=address or "local", log_to_driver=False, include_dashboard=False,
                          logging_level=logging.WARNING, **local)
-            have = float(ray.cluster_resources().get("CPU", 0))
-            if have < need:
-                raise ValueError(f"{actors} actors x {cpus_per_actor} CPUs plus decoding ({DECODE_CPUS}) need {need} "
-                                 f"of Ray's logical CPUs; the cluster has {have}: lower --actors or --cpus-per-actor")
+            _check_resources(ray.cluster_resources(), actors, cpus_per_actor, gpus_per_actor)
             # This run shows its own progress bar; Ray Data's would interleave with it.
             ray.data.DataContext.get_current().enable_progress_bars = False
             device = "cuda" if gpus_per_actor > 0 else "cpu"
             threads = threads_per_actor or max(1, math.ceil(cpus_per_actor))
             bar = tqdm(total=len(plan.todo), desc=f"scoring on ray ({metric})", unit="img", disable=progress is False
                        if progress is not None else None)
+            # Ray's tables hold UTF-8 text: a name that is not (possible on POSIX) gets its error row here.
+            todo = [p for p in plan.todo if _is_utf8(p)]
+            for name in (p for p in plan.todo if not _is_utf8(p)):
+                writer.add(result_row(RunResult(-1, name, error="the file name is not UTF-8, which the Ray engine "
+                                                "cannot carry: score it with --engine local"), plan.base))
+                failed += 1
             try:
-                for result in _ray_results(ray, plan.todo, names, metric, model, weights, device, precision,
+                for result in _ray_results(ray, todo, names, metric, model, weights, device, precision,
                                            batch_size, threads, options, actors, cpus_per_actor, gpus_per_actor,
                                            max_pixels):
                     row = result_row(result, plan.base)
@@ -187,6 +191,17 @@ def score(inputs: str | os.PathLike | Iterable[str | os.PathLike], output: str |
     return RayScoreSummary(len(paths), plan.already, scored, failed, time.perf_counter() - t0, out)
 
 
+def _check_resources(have: Mapping[str, float], actors: int, cpus_per_actor: float, gpus_per_actor: float) -> None:
+    """Refuse a pool the cluster cannot place: Ray Data would wait for its actors forever."""
+    cpus, gpus = actors * cpus_per_actor + DECODE_CPUS, actors * gpus_per_actor
+    if float(have.get("CPU", 0)) < cpus:
+        raise ValueError(f"{actors} actors x {cpus_per_actor} CPUs plus decoding ({DECODE_CPUS}) need {cpus} of Ray's "
+                         f"logical CPUs; the cluster has {have.get('CPU', 0)}: lower --actors or --cpus-per-actor")
+    if gpus and float(have.get("GPU", 0)) < gpus:
+        raise ValueError(f"{actors} actors x {gpus_per_actor} GPUs need {gpus} GPUs; the Ray cluster has "
+                         f"{have.get('GPU', 0)}: lower --actors or --num-gpus, or score on the CPU")
+
+
 def _ray_results(ray: Any, todo: list[str], names: list[str], metric: str, model: str | None, weights: str | None,
                  device: str, precision: str, batch_size: int, threads: int, options: Mapping[str, Any], actors: int,
                  cpus_per_actor: float, gpus_per_actor: float, max_pixels: int | None) -> Iterator[RunResult]:
@@ -195,7 +210,10 @@ def _ray_results(ray: Any, todo: list[str], names: list[str], metric: str, model
     # a few large blocks they came in bursts of a block each (250 rows for 1000 images), and the first only after
     # a whole block was decoded and scored.
     blocks = max(1, math.ceil(len(todo) / max(batch_size, DECODE_BATCH)))
-    ds = ray.data.from_items([{"path": str(p)} for p in todo], override_num_blocks=blocks)
+    # Workers do not share the driver's working directory (on a cluster, nor its machine): they get absolute
+    # paths, and rows keep each path as it was given.
+    given = {_absolute(p): p for p in todo}
+    ds = ray.data.from_items([{"path": p} for p in given], override_num_blocks=blocks)
     ds = ds.map_batches(decode_batch, fn_kwargs={"max_pixels": max_pixels}, batch_size=DECODE_BATCH,
                         num_cpus=DECODE_CPUS, batch_format="numpy")
     ds = ds.map_batches(MetricActor, fn_constructor_kwargs={
@@ -208,8 +226,21 @@ def _ray_results(ray: Any, todo: list[str], names: list[str], metric: str, model
         for i, path in enumerate(batch["path"]):
             error = str(batch["error"][i])
             output = None if error else {name: float(batch[name][i]) for name in names}
-            yield RunResult(index, str(path), output=output, error=error or None, note=str(batch["note"][i]) or None)
+            yield RunResult(index, given[str(path)], output=output, error=error or None,
+                            note=str(batch["note"][i]) or None)
             index += 1
+
+
+def _is_utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _absolute(path: str) -> str:
+    return path if is_uri(path) else os.path.abspath(path)
 
 
 __all__ = ["INSTALL_HINT", "MetricActor", "RayNotInstalledError", "RayScoreSummary", "decode_batch", "require_ray",

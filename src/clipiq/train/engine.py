@@ -466,8 +466,15 @@ class Trainer:
                 with autocast(self.device, precision):
                     losses = self.task.training_step(batch)
                 loss = losses["loss"]
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at step {self.step}")
+                finite = bool(torch.isfinite(loss))
+                if self.ctx.world_size > 1:
+                    # Every process must stop together: one that raised alone would leave the others waiting in
+                    # the gradient all-reduce.
+                    finite = parallel.average_values({"finite": float(finite)})["finite"] == 1.0
+                if not finite:
+                    where = f" on one of the processes (this one's: {loss.item()})" if self.ctx.world_size > 1 else ""
+                    raise FloatingPointError(f"loss became {loss.item() if not where else 'non-finite'} at step "
+                                             f"{self.step}{where}")
                 self.optimizer.zero_grad(set_to_none=True)
                 if backward is not None:
                     backward(losses)
