@@ -478,11 +478,11 @@ class ResultWriter:
     def _begin_parquet(self, dropped: bool) -> None:
         self.path.mkdir(exist_ok=True)
         atomic_write(self.path / PARQUET_RECORD, json.dumps({HEADER_KEY: self.record}, indent=1) + "\n")
-        self._parts = len(parquet_parts(self.path))
+        old = parquet_parts(self.path)
+        self._parts = len(old)
         if dropped:
             # The rows that stay go into one new part before the old parts (all this tool's) are removed: an
             # interruption in between leaves rows twice, never lost.
-            old = parquet_parts(self.path)
             self._write_part(self.rows)
             for part in old:
                 part.unlink()

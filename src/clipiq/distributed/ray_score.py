@@ -136,8 +136,9 @@ def score(inputs: str | os.PathLike | Iterable[str | os.PathLike], output: str |
     if batch_size < 1 or actors < 1 or cpus_per_actor <= 0 or gpus_per_actor < 0:
         raise ValueError("batch_size and actors must be at least 1, cpus_per_actor above 0, gpus_per_actor >= 0; "
                          f"got {batch_size}, {actors}, {cpus_per_actor}, {gpus_per_actor}")
+    device = "cuda" if gpus_per_actor > 0 else "cpu"
     # Checked here, not first in an actor: fp16 on CPU actors would fail only after Ray and the pool had started.
-    resolve_precision(precision, torch.device("cuda" if gpus_per_actor > 0 else "cpu"))
+    resolve_precision(precision, torch.device(device))
     ray = require_ray()
     specs = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     paths = unique_inputs(resolve_inputs(specs, recursive=recursive))
@@ -156,23 +157,24 @@ def score(inputs: str | os.PathLike | Iterable[str | os.PathLike], output: str |
         del probe
         failed = scored = 0
         if plan.todo:
-            need = actors * cpus_per_actor + DECODE_CPUS
             if not ray.is_initialized():
                 # Without an address, a new local Ray ("local": never a cluster that RAY_ADDRESS or a running
                 # `ray start` would join) with at least the logical CPUs the pool and one decoding task reserve.
+                need = _pool_cpus(actors, cpus_per_actor)
                 local = {} if address else {"num_cpus": max(os.cpu_count() or 1, math.ceil(need))}
                 ray.init(address=address or "local", log_to_driver=False, include_dashboard=False,
                          logging_level=logging.WARNING, **local)
             _check_resources(ray.cluster_resources(), actors, cpus_per_actor, gpus_per_actor)
             # This run shows its own progress bar; Ray Data's would interleave with it.
             ray.data.DataContext.get_current().enable_progress_bars = False
-            device = "cuda" if gpus_per_actor > 0 else "cpu"
             threads = threads_per_actor or max(1, math.ceil(cpus_per_actor))
             bar = tqdm(total=len(plan.todo), desc=f"scoring on ray ({metric})", unit="img", disable=progress is False
                        if progress is not None else None)
             # Ray's tables hold UTF-8 text: a name that is not (possible on POSIX) gets its error row here.
-            todo = [p for p in plan.todo if _is_utf8(p)]
-            for name in (p for p in plan.todo if not _is_utf8(p)):
+            todo, not_utf8 = [], []
+            for p in plan.todo:
+                (todo if _is_utf8(p) else not_utf8).append(p)
+            for name in not_utf8:
                 writer.add(result_row(RunResult(-1, name, error="the file name is not UTF-8, which the Ray engine "
                                                 "cannot carry: score it with --engine local"), plan.base))
                 failed += 1
@@ -186,14 +188,18 @@ def score(inputs: str | os.PathLike | Iterable[str | os.PathLike], output: str |
                     writer.add(row)
                     bar.update(1)
             finally:
-                bar.close()
-                writer.flush()
+                bar.close()  # the writer's close writes the rows still queued
     return RayScoreSummary(len(paths), plan.already, scored, failed, time.perf_counter() - t0, out)
+
+
+def _pool_cpus(actors: int, cpus_per_actor: float) -> float:
+    """Logical CPUs the actor pool and one decoding task reserve."""
+    return actors * cpus_per_actor + DECODE_CPUS
 
 
 def _check_resources(have: Mapping[str, float], actors: int, cpus_per_actor: float, gpus_per_actor: float) -> None:
     """Refuse a pool the cluster cannot place: Ray Data would wait for its actors forever."""
-    cpus, gpus = actors * cpus_per_actor + DECODE_CPUS, actors * gpus_per_actor
+    cpus, gpus = _pool_cpus(actors, cpus_per_actor), actors * gpus_per_actor
     if float(have.get("CPU", 0)) < cpus:
         raise ValueError(f"{actors} actors x {cpus_per_actor} CPUs plus decoding ({DECODE_CPUS}) need {cpus} of Ray's "
                          f"logical CPUs; the cluster has {have.get('CPU', 0)}: lower --actors or --cpus-per-actor")
